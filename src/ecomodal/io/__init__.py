@@ -1,0 +1,1 @@
+"""The I/O layer: every file format ecomodal reads or writes lives here."""
