@@ -25,7 +25,9 @@ def check_modality(name: str, allowed: Sequence[str] = MODALITIES) -> str:
     return name
 
 
-def parse_modalities(value: str | Iterable[str] | None, allowed: Sequence[str] = MODALITIES) -> list[str]:
+def parse_modalities(
+    value: str | Iterable[str] | None, allowed: Sequence[str] = MODALITIES
+) -> list[str]:
     """Parse ``"image,loc"`` or ``["image", "loc"]`` into a checked list in the order of ``allowed``.
 
     Duplicates are dropped. An empty selection is an error.

@@ -1,0 +1,3 @@
+from ecomodal.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""The ``ecomodal`` command line: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecomodal.errors import EcomodalError
+
+app = typer.Typer(
+    name="ecomodal",
+    help="One embedding space for photos, names, places, satellite views, climate and sounds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+data_app = typer.Typer(help="Build and import data sets.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
+
+
+def _parse_column_map(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    mapping = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target:
+            raise typer.BadParameter(f"--column-map expects SOURCE=MODALITY; got {pair!r}.")
+        mapping[source] = target
+    return mapping
+
+
+@train_app.command("prom3e")
+def train_prom3e_command(
+    data: Annotated[Path, typer.Option(help="Embedding table (Parquet) to train on.")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, metrics, best model.")],
+    epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch and device.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    val_fraction: Annotated[
+        float, typer.Option(help="Validation share without a split column.")
+    ] = 0.1,
+    modalities: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated modality columns (default: the canonical six)."),
+    ] = None,
+    embed_dim: Annotated[int, typer.Option(help="Transformer width.")] = 1024,
+    depth: Annotated[int, typer.Option(help="Number of transformer blocks.")] = 1,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 8,
+    mlp_dim: Annotated[int, typer.Option(help="Transformer MLP width.")] = 2048,
+    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.1,
+    masked_only: Annotated[bool, typer.Option(help="Reconstruct hidden modalities only.")] = False,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
+    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
+    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
+    from ecomodal.training.prom3e import train_prom3e
+
+    model_config = {
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "heads": heads,
+        "mlp_dim": mlp_dim,
+        "dropout": dropout,
+        "masked_only": masked_only,
+    }
+    result = train_prom3e(
+        data,
+        out,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        val_fraction=val_fraction,
+        model_config=model_config,
+        modalities=modalities.split(",") if modalities else None,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        resume=resume,
+        progress=progress,
+    )
+    typer.echo(
+        f"best model: {result.best_dir} (val loss {result.best_val_loss:.4f}, epoch "
+        f"{result.best_epoch}); metrics: {result.metrics_path}"
+    )
+
+
+@app.command("complete")
+def complete_command(
+    model: Annotated[str, typer.Option(help="Folder, local-dir:PATH or hf-hub:ORG/NAME.")],
+    data: Annotated[Path, typer.Option(help="Input embedding table (Parquet).")],
+    out: Annotated[Path, typer.Option(help="Output table (Parquet).")],
+    visible: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated visible modalities (default: what each row has)."),
+    ] = None,
+    n_samples: Annotated[int, typer.Option(help="Latent samples averaged; 0 = no noise.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
+    seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Infer every modality of every row; writes <modality>_hat columns and sigma_l1."""
+    from ecomodal.inference import complete_table
+
+    summary = complete_table(
+        model,
+        data,
+        out,
+        visible=visible,
+        n_samples=n_samples,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        show_progress=progress,
+    )
+    typer.echo(
+        f"wrote {summary.rows} rows to {summary.path} (mean sigma_l1 {summary.mean_sigma_l1:.2f})"
+    )
+
+
+@data_app.command("synthetic")
+def synthetic_command(
+    out: Annotated[Path, typer.Option(help="Output embedding table (Parquet).")],
+    n: Annotated[int, typer.Option(help="Number of observations.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and the sample.")] = 0,
+    n_species: Annotated[int, typer.Option(help="Number of species.")] = 100,
+    missing_rate: Annotated[float, typer.Option(help="Share of missing modalities.")] = 0.0,
+) -> None:
+    """Write the synthetic benchmark with known truth (species, places, six modalities)."""
+    from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
+    from ecomodal.io.tables import write_embeddings
+
+    config = SyntheticConfig(n_species=n_species, missing_rate=missing_rate)
+    path = write_embeddings(out, to_batch(make_synthetic(n, config=config, seed=seed)))
+    typer.echo(f"wrote {n} synthetic observations to {path}")
+
+
+@data_app.command("import-multinat")
+def import_multinat_command(
+    source: Annotated[Path, typer.Argument(help="MultiNat Parquet file or folder of them.")],
+    out: Annotated[Path, typer.Option(help="Output embedding table (Parquet).")],
+    column_map: Annotated[
+        list[str] | None, typer.Option(help="SOURCE=MODALITY, repeatable (e.g. img_emb=image).")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column holding observation ids.")] = None,
+) -> None:
+    """Import ProM3E's published precomputed embeddings into the ecomodal table format."""
+    from ecomodal.io.tables import import_multinat, read_embeddings
+
+    path = import_multinat(
+        source, out, column_map=_parse_column_map(column_map), id_column=id_column
+    )
+    table = read_embeddings(path)
+    typer.echo(f"wrote {table.num_rows} rows with {', '.join(table.modalities)} to {path}")
+
+
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option(help="Folder for every output.")] = Path("quickstart-output"),
+    n: Annotated[int, typer.Option(help="Synthetic observations.")] = 12_000,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Run the main job end to end and say where the results are."""
+    from ecomodal.quickstart import run_quickstart
+
+    report = run_quickstart(out, n=n, epochs=epochs, seed=seed)
+    typer.echo(json.dumps(report["summary"], indent=2))
+    typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, model/)")
+
+
+def main() -> None:
+    """Entry point: runs the app and turns ecomodal errors into one clear line and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except (EcomodalError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", err=True, fg="red")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

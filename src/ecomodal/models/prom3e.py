@@ -1,0 +1,606 @@
+"""ProM3E: a probabilistic masked multimodal embedding model (reference §4).
+
+From any subset of an observation's modality embeddings it infers every modality, with an
+uncertainty. The parameters carry the published names, so a published checkpoint
+(``config.json`` + ``model.safetensors``) loads without conversion.
+
+The forward pass gives the same results as the straightforward published one but skips the work
+whose result is never used: the cls and register tokens enter every row identically, so their
+first-block projections are computed once per batch; after the last block only the two cls
+tokens feed the decoders, so the other tokens need keys and values but no query, attention output
+or MLP there (unless hidden features are asked for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
+from ecomodal.io.atomic import atomic_path
+from ecomodal.modalities import MODALITIES, parse_modalities
+from ecomodal.models.layers import EncoderBlock, MLPBlock
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class ProM3EConfig:
+    """Constructor arguments of :class:`ProM3E`; stored as ``config.json`` beside the weights.
+
+    The defaults are the published model (27.33 M parameters).
+    """
+
+    input_dim: int = 512
+    embed_dim: int = 1024
+    num_modalities: int = 6
+    depth: int = 1
+    heads: int = 8
+    mlp_dim: int = 2048
+    num_register_tokens: int = 4
+    num_cls_tokens: int = 2
+    masked_only: bool = False
+    dropout: float = 0.1
+    lambda_kl: float = 1e-3
+    modalities: tuple[str, ...] = MODALITIES
+
+    def __post_init__(self) -> None:
+        self.modalities = tuple(self.modalities)
+        if len(self.modalities) != self.num_modalities:
+            if self.num_modalities == len(MODALITIES) or self.modalities != MODALITIES:
+                raise CheckpointError(
+                    f"ProM3E config: num_modalities={self.num_modalities} but modalities has "
+                    f"{len(self.modalities)} names {list(self.modalities)}."
+                )
+            self.modalities = tuple(f"m{i}" for i in range(self.num_modalities))
+        if len(set(self.modalities)) != len(self.modalities):
+            raise CheckpointError(f"ProM3E config: duplicate modality names {self.modalities}.")
+        if self.num_cls_tokens != 2:
+            raise CheckpointError(
+                f"ProM3E config: num_cls_tokens must be 2 (mu and logvar); got {self.num_cls_tokens}."
+            )
+        for name in ("input_dim", "embed_dim", "depth", "heads", "mlp_dim"):
+            if int(getattr(self, name)) < 1:
+                raise CheckpointError(
+                    f"ProM3E config: {name} must be >= 1; got {getattr(self, name)}."
+                )
+        if self.embed_dim % self.heads:
+            raise CheckpointError(
+                f"ProM3E config: embed_dim={self.embed_dim} is not divisible by heads={self.heads}."
+            )
+
+    @property
+    def num_special_tokens(self) -> int:
+        """cls tokens + register tokens: the tokens every row starts with."""
+        return self.num_cls_tokens + self.num_register_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["modalities"] = list(self.modalities)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ProM3EConfig:
+        """Build from a ``config.json`` dict; keys that are not constructor arguments are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class Completion:
+    """What :meth:`ProM3E.complete` returns. Arrays are numpy if the input was numpy, else torch.
+
+    - ``embeddings`` [B, M, D]: every modality, completed and L2-normalised.
+    - ``mu`` [B, E] (L2-normalised), ``logvar`` [B, E], ``sigma_l1`` [B] = sum(exp(logvar / 2)).
+    - ``hidden`` [B, T, E]: the token sequence after the encoder (cls_mu, cls_logvar, registers,
+      then the visible modalities in canonical order), only with ``return_hidden=True``. Where the
+      rows of a batch have different visible sets, the visible slots are the union of those sets
+      and ``hidden_mask`` [B, T] marks which tokens a row really has (the others are zero).
+    - ``visible`` [B, M]: the visible mask that was used; ``modalities``: the names of axis 1.
+    """
+
+    embeddings: Any
+    mu: Any
+    logvar: Any
+    sigma_l1: Any
+    visible: Any
+    modalities: tuple[str, ...]
+    hidden: Any = None
+    hidden_mask: Any = None
+    hidden_modalities: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class EncoderOutput:
+    """Encoder result for a batch (torch tensors)."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    hidden: torch.Tensor | None = None
+    hidden_mask: torch.Tensor | None = None
+    hidden_slots: list[int] | None = None
+
+
+class ProM3E(nn.Module):
+    """The ProM3E masked variational autoencoder over modality embeddings (reference §4).
+
+    Construct from a :class:`ProM3EConfig` (or keyword arguments of one). Load and save published
+    checkpoints with :meth:`from_pretrained` / :meth:`save_pretrained`; infer missing modalities with
+    :meth:`complete`.
+    """
+
+    def __init__(self, config: ProM3EConfig | None = None, **kwargs: Any):
+        super().__init__()
+        if config is None:
+            config = ProM3EConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = config
+        c = config
+        self.cls_tokens = nn.Parameter(torch.randn(c.num_cls_tokens, c.embed_dim) * 0.02)
+        self.register_tokens = nn.Parameter(torch.randn(c.num_register_tokens, c.embed_dim) * 0.02)
+        # Learnable scale a and shift b of the contrastive reconstruction logits a * d + b.
+        self.negative_scale = nn.Parameter(torch.tensor(-5.0))
+        self.negative_shift = nn.Parameter(torch.tensor(5.0))
+        self.projectors = nn.ModuleList(
+            MLPBlock(c.input_dim, c.embed_dim, c.embed_dim, c.dropout) for _ in c.modalities
+        )
+        self.modality_identifiers = nn.ParameterList(
+            nn.Parameter(torch.randn(c.embed_dim) * 0.02) for _ in c.modalities
+        )
+        self.encoder = nn.ModuleList(
+            EncoderBlock(c.embed_dim, c.heads, c.mlp_dim, c.dropout) for _ in range(c.depth)
+        )
+        self.decoders = nn.ModuleList(
+            MLPBlock(c.embed_dim, c.embed_dim, c.input_dim, c.dropout) for _ in c.modalities
+        )
+        self._decoder_cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.config.modalities
+
+    @property
+    def device(self) -> torch.device:
+        return self.cls_tokens.device
+
+    # ------------------------------------------------------------------ encoder
+    def _project_visible(
+        self, embeddings: torch.Tensor, visible: torch.Tensor, slots: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens of the visible modalities in slot layout [B, S, E] (zeros where not visible).
+
+        Returns the tokens and, when some rows lack some slots, the flat indices of the visible
+        (row, slot) pairs; ``None`` when every row sees every slot.
+        """
+        batch = embeddings.shape[0]
+        dense = bool(visible[:, slots].all())
+        if dense:
+            tokens = [
+                self.projectors[m](embeddings[:, m]) + self.modality_identifiers[m] for m in slots
+            ]
+            return torch.stack(tokens, dim=1), None
+        out = embeddings.new_zeros(batch, len(slots), self.config.embed_dim)
+        for s, m in enumerate(slots):
+            rows = visible[:, m].nonzero(as_tuple=True)[0]
+            out[rows, s] = self.projectors[m](embeddings[rows, m]) + self.modality_identifiers[m]
+        flat = visible[:, slots].reshape(-1).nonzero(as_tuple=True)[0]
+        return out, flat
+
+    def _attend(
+        self,
+        block: EncoderBlock,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Multi-head attention on projected q [B, Q, E], k/v [B, K, E]; returns [B, Q, E]."""
+        batch, n_q, dim = queries.shape
+        heads = block.heads
+        head_dim = dim // heads
+        q = queries.view(batch, n_q, heads, head_dim).transpose(1, 2)
+        k = keys.view(batch, keys.shape[1], heads, head_dim).transpose(1, 2)
+        v = values.view(batch, values.shape[1], heads, head_dim).transpose(1, 2)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        drop = block.attn.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        out = out.transpose(1, 2).reshape(batch, n_q, dim)
+        return F.linear(out, block.attn.out_proj.weight, block.attn.out_proj.bias)
+
+    def encode(
+        self, embeddings: torch.Tensor, visible: torch.Tensor, *, return_hidden: bool = False
+    ) -> EncoderOutput:
+        """Run the encoder on ``embeddings`` [B, M, D] with the boolean ``visible`` mask [B, M].
+
+        Every row must have at least one visible modality. Returns normalised ``mu`` and ``logvar``
+        (and the hidden token sequence if asked).
+        """
+        c = self.config
+        batch = embeddings.shape[0]
+        n_special = c.num_special_tokens
+        slots = [m for m in range(c.num_modalities) if bool(visible[:, m].any())]
+        vis_tokens, flat = self._project_visible(embeddings, visible, slots)
+        key_mask = None
+        if flat is not None:
+            key_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
+        special = torch.cat([self.cls_tokens, self.register_tokens], dim=0)  # [6, E]
+        dim = c.embed_dim
+        x_special: torch.Tensor | None = None  # per-row special tokens after block 0
+        x_vis = vis_tokens
+        for depth_index, block in enumerate(self.encoder):
+            last = depth_index == len(self.encoder) - 1
+            only_cls = last and not return_hidden
+            w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
+            # Special tokens: identical in every row at the first block, so project them once.
+            if x_special is None:
+                special_in = special.unsqueeze(0)
+                qkv_special = F.linear(special, w, b).unsqueeze(0).expand(batch, -1, -1)
+            else:
+                special_in = x_special
+                qkv_special = F.linear(x_special, w, b)
+            # Visible tokens: keys and values always; queries only if their output is used.
+            if only_cls:
+                if flat is None:
+                    kv_vis = F.linear(x_vis, w[dim:], b[dim:])
+                else:
+                    kv_flat = F.linear(x_vis.reshape(-1, dim)[flat], w[dim:], b[dim:])
+                    kv_vis = x_vis.new_zeros(batch * len(slots), 2 * dim)
+                    kv_vis[flat] = kv_flat
+                    kv_vis = kv_vis.view(batch, len(slots), 2 * dim)
+                q = qkv_special[:, : c.num_cls_tokens, :dim]
+                x_in = special_in[:, : c.num_cls_tokens]
+            else:
+                qkv_vis = F.linear(x_vis, w, b)
+                kv_vis = qkv_vis[..., dim:]
+                q = torch.cat([qkv_special[..., :dim], qkv_vis[..., :dim]], dim=1)
+                x_in = torch.cat([special_in.expand(batch, -1, -1), x_vis], dim=1)
+            k = torch.cat([qkv_special[..., dim : 2 * dim], kv_vis[..., :dim]], dim=1)
+            v = torch.cat([qkv_special[..., 2 * dim :], kv_vis[..., dim:]], dim=1)
+            x = block.norm1(self._attend(block, q, k, v, key_mask) + x_in)
+            x = block.norm2(block.mlp(x) + x)
+            if not only_cls:
+                x_special, x_vis = x[:, :n_special], x[:, n_special:]
+            else:
+                x_special = x
+        assert x_special is not None
+        mu = F.normalize(x_special[:, 0], dim=-1)
+        logvar = x_special[:, 1]
+        if not return_hidden:
+            return EncoderOutput(mu=mu, logvar=logvar)
+        hidden_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
+        hidden = torch.cat([x_special, x_vis], dim=1) * hidden_mask.unsqueeze(-1)
+        return EncoderOutput(mu, logvar, hidden=hidden, hidden_mask=hidden_mask, hidden_slots=slots)
+
+    # ------------------------------------------------------------------ decoders
+    def _stacked_decoder_weights(self) -> tuple[torch.Tensor, ...]:
+        """The M decoders' weights stacked for batched GEMMs, LayerNorm affine folded into fc1.
+
+        Cached while gradients are off and the parameters are unchanged.
+        """
+        params = [p for d in self.decoders for p in d.parameters()]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        use_cache = not torch.is_grad_enabled()
+        if use_cache and self._decoder_cache is not None and self._decoder_cache[0] == key:
+            return self._decoder_cache[1]
+        gamma = torch.stack([d.norm.weight for d in self.decoders])  # [M, E]
+        beta = torch.stack([d.norm.bias for d in self.decoders])  # [M, E]
+        w1 = torch.stack([d.fc1.weight for d in self.decoders])  # [M, H, E]
+        b1 = torch.stack([d.fc1.bias for d in self.decoders])  # [M, H]
+        w1_folded = (w1 * gamma[:, None, :]).reshape(-1, w1.shape[-1])  # [M*H, E]
+        b1_folded = (torch.einsum("mhe,me->mh", w1, beta) + b1).reshape(-1)
+        w2 = torch.stack([d.fc2.weight for d in self.decoders]).transpose(1, 2)  # [M, H, D]
+        b2 = torch.stack([d.fc2.bias for d in self.decoders])  # [M, D]
+        stacked = (w1_folded, b1_folded, w2, b2)
+        if use_cache:
+            self._decoder_cache = (key, tuple(t.detach() for t in stacked))
+        return stacked
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode latents ``z`` [B, E] into every modality: [B, M, D], L2-normalised.
+
+        All M decoders run as one GEMM for their first layer and one batched GEMM for the second.
+        """
+        c = self.config
+        w1, b1, w2, b2 = self._stacked_decoder_weights()
+        eps = self.decoders[0].norm.eps
+        n = F.layer_norm(z, (c.embed_dim,), eps=eps)
+        hidden = F.gelu(F.linear(n, w1, b1)).view(z.shape[0], c.num_modalities, -1)
+        drop = self.config.dropout if self.training else 0.0
+        hidden = F.dropout(hidden, drop, self.training)
+        out = torch.baddbmm(b2.unsqueeze(1), hidden.transpose(0, 1), w2).transpose(0, 1)
+        out = F.dropout(out, drop, self.training)
+        return F.normalize(out, dim=-1)
+
+    @staticmethod
+    def sample_latent(
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The mean of ``n_samples`` draws z = mu + sigma * eps, eps one scalar per draw and row.
+
+        ``n_samples=0`` returns ``mu`` (no noise).
+        """
+        if n_samples <= 0:
+            return mu
+        eps = torch.randn(
+            mu.shape[0], n_samples, generator=generator, device=mu.device, dtype=mu.dtype
+        )
+        return mu + torch.exp(0.5 * logvar) * eps.mean(dim=1, keepdim=True)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        visible: torch.Tensor,
+        *,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Training-style pass: encode the visible modalities, sample z, decode every modality.
+
+        Returns ``{"reconstruction": [B, M, D], "mu": [B, E], "logvar": [B, E], "z": [B, E]}``.
+        """
+        enc = self.encode(embeddings, visible)
+        z = self.sample_latent(enc.mu, enc.logvar, n_samples, generator)
+        return {"reconstruction": self.decode(z), "mu": enc.mu, "logvar": enc.logvar, "z": z}
+
+    # ------------------------------------------------------------------ inference API
+    def complete(
+        self,
+        embeddings: Any,
+        visible: Sequence[str] | str | None = None,
+        n_samples: int = 5,
+        *,
+        present: Any = None,
+        return_hidden: bool = False,
+        seed: int = 0,
+        batch_size: int = 1024,
+        device: str | torch.device | None = None,
+    ) -> Completion:
+        """Infer every modality from the visible ones.
+
+        Args:
+            embeddings: [B, M, D] numpy array or torch tensor in the model's modality order, or an
+                :class:`~ecomodal.io.tables.EmbeddingBatch` (stacked by the model's modality names).
+                Missing modalities may hold zeros or NaN.
+            visible: modality names to condition on (``["image", "loc"]`` or ``"image,loc"``); every
+                row must have them. ``None``: whatever each row has (rows may differ).
+            n_samples: latent samples averaged before decoding; 0 decodes from ``mu`` (no noise).
+            present: optional [B, M] boolean mask of the modalities each row has; by default a
+                modality is present where its vector is finite and not all zero.
+            return_hidden: also return the encoder's full token sequence (slower).
+            seed: seed of the latent noise; the same seed gives the same result.
+            batch_size: rows per forward pass.
+            device: where to run (default: the model's device).
+        """
+        as_numpy = not isinstance(embeddings, torch.Tensor)
+        emb, pres = self._prepare_inputs(embeddings, present)
+        vis = self._visible_mask(emb, pres, visible)
+        device = torch.device(device) if device is not None else self.device
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        was_training = self.training
+        self.eval()
+        parts: dict[str, list[torch.Tensor]] = {"emb": [], "mu": [], "logvar": [], "hidden": []}
+        masks: list[torch.Tensor] = []
+        hidden_slots = sorted({int(m) for m in vis.any(0).nonzero(as_tuple=True)[0]})
+        try:
+            with torch.inference_mode():
+                for start in range(0, emb.shape[0], batch_size):
+                    x = emb[start : start + batch_size].to(device)
+                    v = vis[start : start + batch_size].to(device)
+                    x = torch.where(v.unsqueeze(-1), F.normalize(x, dim=-1), torch.zeros_like(x))
+                    out = self.encode(x, v, return_hidden=return_hidden)
+                    z = self.sample_latent(out.mu, out.logvar, n_samples, generator)
+                    parts["emb"].append(self.decode(z).cpu())
+                    parts["mu"].append(out.mu.cpu())
+                    parts["logvar"].append(out.logvar.cpu())
+                    if return_hidden:
+                        hidden, mask = _to_slots(out, hidden_slots, self.config)
+                        parts["hidden"].append(hidden.cpu())
+                        masks.append(mask.cpu())
+        finally:
+            self.train(was_training)
+        mu = torch.cat(parts["mu"])
+        logvar = torch.cat(parts["logvar"])
+        result = Completion(
+            embeddings=torch.cat(parts["emb"]),
+            mu=mu,
+            logvar=logvar,
+            sigma_l1=torch.exp(0.5 * logvar).sum(-1),
+            visible=vis,
+            modalities=self.modalities,
+        )
+        if return_hidden:
+            result.hidden = torch.cat(parts["hidden"])
+            result.hidden_mask = torch.cat(masks)
+            result.hidden_modalities = tuple(self.modalities[m] for m in hidden_slots)
+        if as_numpy:
+            for name in ("embeddings", "mu", "logvar", "sigma_l1", "visible", "hidden"):
+                value = getattr(result, name)
+                if value is not None:
+                    setattr(result, name, value.numpy())
+            if result.hidden_mask is not None:
+                result.hidden_mask = result.hidden_mask.numpy()
+        return result
+
+    def _prepare_inputs(self, embeddings: Any, present: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convert inputs to float32 torch [B, M, D] and a [B, M] present mask, with checks."""
+        c = self.config
+        if hasattr(embeddings, "stack") and hasattr(embeddings, "present"):
+            stacked, batch_present = embeddings.stack(list(self.modalities), dim=c.input_dim)
+            embeddings = stacked
+            present = batch_present if present is None else present
+        emb = torch.as_tensor(
+            np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings
+        ).to(torch.float32)
+        if emb.ndim != 3 or emb.shape[1] != c.num_modalities or emb.shape[2] != c.input_dim:
+            raise InvalidEmbeddingsError(
+                f"embeddings must have shape [batch, {c.num_modalities}, {c.input_dim}] "
+                f"(modalities {', '.join(self.modalities)}); got {list(emb.shape)}."
+            )
+        nonfinite = ~torch.isfinite(emb).all(-1)
+        if present is None:
+            # A vector that is all NaN or all zero is missing; one partly NaN or inf is an error.
+            bad = nonfinite & ~torch.isnan(emb).all(-1)
+            pres = ~nonfinite & (emb != 0).any(-1)
+        else:
+            if not isinstance(present, torch.Tensor):
+                present = np.asarray(present)
+            pres = torch.as_tensor(present).to(torch.bool)
+            if pres.shape != emb.shape[:2]:
+                raise InvalidEmbeddingsError(
+                    f"present must have shape {list(emb.shape[:2])}; got {list(pres.shape)}."
+                )
+            bad = pres & nonfinite
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise InvalidEmbeddingsError(
+                f"Row {row}, modality {self.modalities[col]!r}: embedding has NaN or inf values."
+            )
+        return emb, pres
+
+    def _visible_mask(
+        self, emb: torch.Tensor, present: torch.Tensor, visible: Sequence[str] | str | None
+    ) -> torch.Tensor:
+        if visible is None:
+            vis = present.clone()
+            empty = ~vis.any(1)
+            if bool(empty.any()):
+                row = int(empty.nonzero()[0, 0])
+                raise InvalidEmbeddingsError(
+                    f"Row {row} has no modality at all; nothing to complete from."
+                )
+            return vis
+        names = parse_modalities(visible, self.modalities)
+        cols = torch.tensor([self.modalities.index(n) for n in names])
+        vis = torch.zeros_like(present)
+        vis[:, cols] = True
+        lacking = vis & ~present
+        if bool(lacking.any()):
+            row, col = (int(i) for i in lacking.nonzero()[0])
+            raise InvalidEmbeddingsError(
+                f"Row {row} lacks visible modality {self.modalities[col]!r} "
+                "(missing, all zero or non-finite)."
+            )
+        return vis
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (the published format) into a folder."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        with atomic_path(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, map_location: str = "cpu") -> ProM3E:
+        """Load a model from a folder holding ``config.json`` and ``model.safetensors``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"Checkpoint folder {directory} has no {path.name}.")
+        try:
+            values = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
+        if not isinstance(values, dict):
+            raise CheckpointError(
+                f"{config_path} must hold a JSON object of constructor arguments."
+            )
+        try:
+            config = ProM3EConfig.from_dict(values)
+        except TypeError as err:
+            raise CheckpointError(f"{config_path}: {err}") from err
+        try:
+            tensors = load_file(str(weights_path), device=map_location)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{weights_path} is not a readable safetensors file: {err}"
+            ) from err
+        model = cls(config)
+        model.load_weights(tensors, source=str(weights_path))
+        model.eval()
+        return model
+
+    def load_weights(self, tensors: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+        """Load a published-format state dict strictly, with errors that name the mismatch."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source} does not match the config: missing tensors {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}, unexpected tensors {unexpected[:8]}"
+                f"{' ...' if len(unexpected) > 8 else ''}."
+            )
+        for name, tensor in tensors.items():
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise CheckpointError(
+                    f"{source}: tensor {name!r} has shape {list(tensor.shape)} but the config "
+                    f"({_config_summary(self.config)}) needs {list(expected[name].shape)}."
+                )
+        self.load_state_dict(dict(tensors), strict=True)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _to_slots(
+    out: EncoderOutput, hidden_slots: list[int], config: ProM3EConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Place a batch's hidden tokens into the slots of the whole call's visible union."""
+    assert out.hidden is not None and out.hidden_mask is not None and out.hidden_slots is not None
+    n_special = config.num_special_tokens
+    if out.hidden_slots == hidden_slots:
+        return out.hidden, out.hidden_mask
+    batch = out.hidden.shape[0]
+    hidden = out.hidden.new_zeros(batch, n_special + len(hidden_slots), out.hidden.shape[-1])
+    mask = out.hidden_mask.new_zeros(batch, n_special + len(hidden_slots))
+    hidden[:, :n_special] = out.hidden[:, :n_special]
+    mask[:, :n_special] = True
+    for i, m in enumerate(out.hidden_slots):
+        j = n_special + hidden_slots.index(m)
+        hidden[:, j] = out.hidden[:, n_special + i]
+        mask[:, j] = out.hidden_mask[:, n_special + i]
+    return hidden, mask
+
+
+def _config_summary(config: ProM3EConfig) -> str:
+    return (
+        f"input_dim={config.input_dim}, embed_dim={config.embed_dim}, depth={config.depth}, "
+        f"mlp_dim={config.mlp_dim}, modalities={config.num_modalities}"
+    )
+
+
+def published_parameter_count(config: ProM3EConfig | None = None) -> int:
+    """Parameter count of a ProM3E with ``config`` (27.33 M for the published one)."""
+    c = config or ProM3EConfig()
+    e, d, h = c.embed_dim, c.input_dim, c.mlp_dim
+    projector = 2 * d + d * e + e + e * e + e
+    decoder = 2 * e + e * e + e + e * d + d
+    block = 3 * e * e + 3 * e + e * e + e + 4 * e + 2 * e + e * h + h + h * e + e
+    special = c.num_special_tokens * e + 2
+    return c.num_modalities * (projector + decoder + e) + c.depth * block + special

@@ -1,0 +1,172 @@
+"""``train_prom3e``: train ProM3E on an embedding table, resumably, on one or many devices."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ecomodal.data.datamodules import EmbeddingDataModule
+from ecomodal.io.atomic import atomic_path
+from ecomodal.models.prom3e import ProM3EConfig
+from ecomodal.training.callbacks import AtomicCheckpointIO, PublishedFormatExport
+from ecomodal.training.tasks import ProM3ETask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where a training run left its outputs, and its best validation loss."""
+
+    run_dir: Path
+    best_dir: Path
+    last_dir: Path
+    metrics_path: Path
+    best_val_loss: float
+    best_epoch: int
+    epochs: int
+
+
+def train_prom3e(
+    data,
+    out: str | Path,
+    *,
+    epochs: int = 500,
+    batch_size: int = 1024,
+    seed: int = 0,
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    t0: int = 20,
+    val_fraction: float = 0.1,
+    model_config: ProM3EConfig | Mapping[str, Any] | None = None,
+    modalities: Sequence[str] | None = None,
+    visible_counts: Sequence[int] = (1, 2),
+    visible_probs: Sequence[float] = (0.9, 0.1),
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    num_workers: int = 0,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ProM3E on ``data`` (an embedding-table path or an EmbeddingBatch) into ``out``.
+
+    ``out`` receives ``best/`` and ``last/`` in the published checkpoint format, ``metrics.csv``,
+    ``checkpoints/last.ckpt`` (full training state) and ``run.json``. Called again on the same
+    ``out`` with ``resume=True``, training continues from the last finished epoch and ends with the
+    same weights as an uninterrupted run. Multi-device and multi-node runs use Lightning's own
+    strategies (``strategy="ddp"``, ``devices=2``, ``num_nodes=...``; Lightning detects SLURM).
+    ``precision="bf16-mixed"`` trains in bfloat16 autocast.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(model_config, ProM3EConfig):
+        config = model_config
+    else:
+        config = ProM3EConfig.from_dict(dict(model_config or {}))
+    if modalities is not None:
+        config = ProM3EConfig.from_dict(
+            {**config.to_dict(), "modalities": list(modalities), "num_modalities": len(modalities)}
+        )
+    L.seed_everything(seed, workers=True, verbose=False)
+    task = ProM3ETask(
+        config.to_dict(),
+        lr=lr,
+        weight_decay=weight_decay,
+        t0=t0,
+        visible_counts=tuple(visible_counts),
+        visible_probs=tuple(visible_probs),
+        seed=seed,
+    )
+    datamodule = EmbeddingDataModule(
+        data,
+        modalities=config.modalities,
+        input_dim=config.input_dim,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    export = PublishedFormatExport(out)
+    resume_state = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="last", save_top_k=0, save_last=True
+    )
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        callbacks=[export, resume_state],
+        logger=CSVLogger(save_dir=out, name="logs"),
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    last_ckpt = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
+    if ckpt_path:
+        log.info("Resuming from %s", ckpt_path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    result = TrainResult(
+        run_dir=out,
+        best_dir=out / "best",
+        last_dir=out / "last",
+        metrics_path=out / "metrics.csv",
+        best_val_loss=export.best_score,
+        best_epoch=export.best_epoch,
+        epochs=trainer.current_epoch,
+    )
+    if trainer.is_global_zero:
+        merge_metric_logs(out / "logs", result.metrics_path)
+        summary = {
+            "best_val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs,
+            "seed": seed,
+            "batch_size": batch_size,
+            "lr": lr,
+            "precision": precision,
+            "model_config": config.to_dict(),
+        }
+        with atomic_path(out / "run.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def merge_metric_logs(log_root: Path, output: Path) -> Path:
+    """Concatenate the CSV logs of every (resumed) segment of a run into one ``metrics.csv``."""
+    parts = sorted(
+        log_root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1])
+    )
+    header: list[str] = []
+    rows: list[dict[str, str]] = []
+    for part in parts:
+        with part.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            for name in reader.fieldnames or []:
+                if name not in header:
+                    header.append(name)
+            rows.extend(reader)
+    with atomic_path(output) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return output
