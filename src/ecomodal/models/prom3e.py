@@ -28,7 +28,7 @@ from torch import nn
 from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.modalities import MODALITIES, parse_modalities
-from ecomodal.models.layers import EncoderBlock, MLPBlock
+from ecomodal.models.layers import EncoderBlock, MLPBlock, StackedMLPs
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -161,8 +161,8 @@ class ProM3E(nn.Module):
         self.encoder = nn.ModuleList(
             EncoderBlock(c.embed_dim, c.heads, c.mlp_dim, c.dropout) for _ in range(c.depth)
         )
-        self.decoders = nn.ModuleList(
-            MLPBlock(c.embed_dim, c.embed_dim, c.input_dim, c.dropout) for _ in c.modalities
+        self.decoders = StackedMLPs(
+            c.num_modalities, c.embed_dim, c.embed_dim, c.input_dim, c.dropout
         )
         self._decoder_cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
 
@@ -210,9 +210,9 @@ class ProM3E(nn.Module):
         batch, n_q, dim = queries.shape
         heads = block.heads
         head_dim = dim // heads
-        q = queries.view(batch, n_q, heads, head_dim).transpose(1, 2)
-        k = keys.view(batch, keys.shape[1], heads, head_dim).transpose(1, 2)
-        v = values.view(batch, values.shape[1], heads, head_dim).transpose(1, 2)
+        q = queries.reshape(batch, n_q, heads, head_dim).transpose(1, 2)
+        k = keys.reshape(batch, keys.shape[1], heads, head_dim).transpose(1, 2)
+        v = values.reshape(batch, values.shape[1], heads, head_dim).transpose(1, 2)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         drop = block.attn.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
@@ -235,46 +235,41 @@ class ProM3E(nn.Module):
         key_mask = None
         if flat is not None:
             key_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
-        special = torch.cat([self.cls_tokens, self.register_tokens], dim=0)  # [6, E]
         dim = c.embed_dim
-        x_special: torch.Tensor | None = None  # per-row special tokens after block 0
+        n_cls = c.num_cls_tokens
+        # The special (cls + register) tokens: one shared [1, 6, E] before the first block.
+        x_special = torch.cat([self.cls_tokens, self.register_tokens], dim=0).unsqueeze(0)
         x_vis = vis_tokens
         for depth_index, block in enumerate(self.encoder):
-            last = depth_index == len(self.encoder) - 1
-            only_cls = last and not return_hidden
             w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
-            # Special tokens: identical in every row at the first block, so project them once.
-            if x_special is None:
-                special_in = special.unsqueeze(0)
-                qkv_special = F.linear(special, w, b).unsqueeze(0).expand(batch, -1, -1)
-            else:
-                special_in = x_special
-                qkv_special = F.linear(x_special, w, b)
-            # Visible tokens: keys and values always; queries only if their output is used.
-            if only_cls:
-                if flat is None:
-                    kv_vis = F.linear(x_vis, w[dim:], b[dim:])
-                else:
-                    kv_flat = F.linear(x_vis.reshape(-1, dim)[flat], w[dim:], b[dim:])
-                    kv_vis = x_vis.new_zeros(batch * len(slots), 2 * dim)
-                    kv_vis[flat] = kv_flat
-                    kv_vis = kv_vis.view(batch, len(slots), 2 * dim)
-                q = qkv_special[:, : c.num_cls_tokens, :dim]
-                x_in = special_in[:, : c.num_cls_tokens]
-            else:
-                qkv_vis = F.linear(x_vis, w, b)
-                kv_vis = qkv_vis[..., dim:]
-                q = torch.cat([qkv_special[..., :dim], qkv_vis[..., :dim]], dim=1)
-                x_in = torch.cat([special_in.expand(batch, -1, -1), x_vis], dim=1)
-            k = torch.cat([qkv_special[..., dim : 2 * dim], kv_vis[..., :dim]], dim=1)
-            v = torch.cat([qkv_special[..., 2 * dim :], kv_vis[..., dim:]], dim=1)
-            x = block.norm1(self._attend(block, q, k, v, key_mask) + x_in)
+            if depth_index == len(self.encoder) - 1 and not return_hidden:
+                # Last block, hidden not wanted: only the cls tokens need an output, so the other
+                # tokens need keys and values but no attention output or MLP. One GEMM projects
+                # the special tokens (once, when still shared by all rows) and the visible ones.
+                shared = x_special.shape[0] == 1
+                special_rows = x_special.reshape(-1, dim)
+                vis_rows = x_vis.reshape(-1, dim) if flat is None else x_vis.reshape(-1, dim)[flat]
+                qkv = F.linear(torch.cat([special_rows, vis_rows]), w, b)
+                qkv_special = qkv[: special_rows.shape[0]].view(-1, n_special, 3 * dim)
+                kv_vis = qkv[special_rows.shape[0] :, dim:]
+                if flat is not None:
+                    kv_vis = kv_vis.new_zeros(batch * len(slots), 2 * dim).index_put(
+                        (flat,), kv_vis
+                    )
+                kv_vis = kv_vis.reshape(batch, len(slots), 2 * dim)
+                q = qkv_special[:, :n_cls, :dim].expand(batch, -1, -1)
+                kv_special = qkv_special[..., dim:].expand(batch, -1, -1)
+                k, v = torch.cat([kv_special, kv_vis], dim=1).split([dim, dim], dim=-1)
+                x_in = x_special[:, :n_cls]
+                x = block.norm1(self._attend(block, q, k, v, key_mask) + x_in)
+                x_special = block.norm2(block.mlp(x) + x)
+                break
+            # Any other block: every token needs its output.
+            x_all = torch.cat([x_special.expand(batch, -1, -1), x_vis], dim=1)
+            q, k, v = F.linear(x_all, w, b).split([dim, dim, dim], dim=-1)
+            x = block.norm1(self._attend(block, q, k, v, key_mask) + x_all)
             x = block.norm2(block.mlp(x) + x)
-            if not only_cls:
-                x_special, x_vis = x[:, :n_special], x[:, n_special:]
-            else:
-                x_special = x
-        assert x_special is not None
+            x_special, x_vis = x[:, :n_special], x[:, n_special:]
         mu = F.normalize(x_special[:, 0], dim=-1)
         logvar = x_special[:, 1]
         if not return_hidden:
@@ -284,44 +279,31 @@ class ProM3E(nn.Module):
         return EncoderOutput(mu, logvar, hidden=hidden, hidden_mask=hidden_mask, hidden_slots=slots)
 
     # ------------------------------------------------------------------ decoders
-    def _stacked_decoder_weights(self) -> tuple[torch.Tensor, ...]:
-        """The M decoders' weights stacked for batched GEMMs, LayerNorm affine folded into fc1.
-
-        Cached while gradients are off and the parameters are unchanged.
-        """
-        params = [p for d in self.decoders for p in d.parameters()]
+    def _folded_decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoders' first layer with LayerNorm affine folded in, cached while unchanged."""
+        params = list(self.decoders.parameters())
         key = tuple((p.data_ptr(), p._version) for p in params)
-        use_cache = not torch.is_grad_enabled()
-        if use_cache and self._decoder_cache is not None and self._decoder_cache[0] == key:
-            return self._decoder_cache[1]
-        gamma = torch.stack([d.norm.weight for d in self.decoders])  # [M, E]
-        beta = torch.stack([d.norm.bias for d in self.decoders])  # [M, E]
-        w1 = torch.stack([d.fc1.weight for d in self.decoders])  # [M, H, E]
-        b1 = torch.stack([d.fc1.bias for d in self.decoders])  # [M, H]
-        w1_folded = (w1 * gamma[:, None, :]).reshape(-1, w1.shape[-1])  # [M*H, E]
-        b1_folded = (torch.einsum("mhe,me->mh", w1, beta) + b1).reshape(-1)
-        w2 = torch.stack([d.fc2.weight for d in self.decoders]).transpose(1, 2)  # [M, H, D]
-        b2 = torch.stack([d.fc2.bias for d in self.decoders])  # [M, D]
-        stacked = (w1_folded, b1_folded, w2, b2)
-        if use_cache:
-            self._decoder_cache = (key, tuple(t.detach() for t in stacked))
-        return stacked
+        if self._decoder_cache is None or self._decoder_cache[0] != key:
+            weight, bias = self.decoders.folded_first_layer()
+            self._decoder_cache = (key, (weight.detach(), bias.detach()))
+        return self._decoder_cache[1]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode latents ``z`` [B, E] into every modality: [B, M, D], L2-normalised.
 
-        All M decoders run as one GEMM for their first layer and one batched GEMM for the second.
+        The M decoders run as batched GEMMs, not a loop over modalities. Without gradients, their
+        first layers are one GEMM with the LayerNorm affine folded in.
         """
-        c = self.config
-        w1, b1, w2, b2 = self._stacked_decoder_weights()
-        eps = self.decoders[0].norm.eps
-        n = F.layer_norm(z, (c.embed_dim,), eps=eps)
-        hidden = F.gelu(F.linear(n, w1, b1)).view(z.shape[0], c.num_modalities, -1)
-        drop = self.config.dropout if self.training else 0.0
-        hidden = F.dropout(hidden, drop, self.training)
-        out = torch.baddbmm(b2.unsqueeze(1), hidden.transpose(0, 1), w2).transpose(0, 1)
-        out = F.dropout(out, drop, self.training)
-        return F.normalize(out, dim=-1)
+        if torch.is_grad_enabled() or self.training:
+            return F.normalize(self.decoders(z), dim=-1)
+        dec = self.decoders
+        weight, bias = self._folded_decoder()
+        n = F.layer_norm(z, (dec.in_dim,), eps=dec.eps)
+        hidden = F.gelu(F.linear(n, weight, bias)).view(z.shape[0], dec.count, -1)
+        out = torch.baddbmm(
+            dec.fc2_bias.unsqueeze(1), hidden.transpose(0, 1), dec.fc2_weight.transpose(1, 2)
+        )
+        return F.normalize(out.transpose(0, 1), dim=-1)
 
     @staticmethod
     def sample_latent(
