@@ -292,8 +292,8 @@ def test_config_validation():
 
 def test_training_gradients_match_published(published):
     """One SGD step from the same weights on the same batch gives the same weights."""
-    from ecomodal.models.losses import prom3e_loss
     from ecomodal.models.layers import batched_linear
+    from ecomodal.models.losses import prom3e_loss
 
     model, oracle = _pair(published, dropout=0.0)
     model.train()

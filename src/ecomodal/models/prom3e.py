@@ -246,7 +246,6 @@ class ProM3E(nn.Module):
                 # Last block, hidden not wanted: only the cls tokens need an output, so the other
                 # tokens need keys and values but no attention output or MLP. One GEMM projects
                 # the special tokens (once, when still shared by all rows) and the visible ones.
-                shared = x_special.shape[0] == 1
                 special_rows = x_special.reshape(-1, dim)
                 vis_rows = x_vis.reshape(-1, dim) if flat is None else x_vis.reshape(-1, dim)[flat]
                 qkv = F.linear(torch.cat([special_rows, vis_rows]), w, b)
