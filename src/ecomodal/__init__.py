@@ -1,3 +1,45 @@
 """ecomodal: one embedding space for photos, names, places, satellite views, climate and sounds."""
 
+from ecomodal.errors import (
+    CheckpointError,
+    EcomodalError,
+    InvalidEmbeddingsError,
+    ModelNotFoundError,
+    TableFormatError,
+    UnknownModalityError,
+)
+from ecomodal.inference import complete_table
+from ecomodal.io.tables import (
+    EmbeddingBatch,
+    EmbeddingTable,
+    EmbeddingTableWriter,
+    import_multinat,
+    read_embeddings,
+    write_embeddings,
+)
+from ecomodal.modalities import EMBED_DIM, MODALITIES
+from ecomodal.models import Completion, ProM3E, ProM3EConfig, load_model
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "EMBED_DIM",
+    "MODALITIES",
+    "CheckpointError",
+    "Completion",
+    "EcomodalError",
+    "EmbeddingBatch",
+    "EmbeddingTable",
+    "EmbeddingTableWriter",
+    "InvalidEmbeddingsError",
+    "ModelNotFoundError",
+    "ProM3E",
+    "ProM3EConfig",
+    "TableFormatError",
+    "UnknownModalityError",
+    "complete_table",
+    "import_multinat",
+    "load_model",
+    "read_embeddings",
+    "write_embeddings",
+]

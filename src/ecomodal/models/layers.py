@@ -150,5 +150,14 @@ class _BatchedLinear(torch.autograd.Function):
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Apply ``count`` linear layers at once: x [count, B, in] -> [count, B, out]."""
+    """Apply ``count`` linear layers at once: x [count, B, in] -> [count, B, out].
+
+    Under autocast (e.g. bf16-mixed training) it runs in the autocast dtype, like ``F.linear``.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    elif not (x.dtype == weight.dtype == bias.dtype):
+        x = x.to(weight.dtype)
     return _BatchedLinear.apply(x, weight, bias)

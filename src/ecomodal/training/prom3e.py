@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ecomodal.data.datamodules import EmbeddingDataModule
+from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.models.prom3e import ProM3EConfig
 from ecomodal.training.callbacks import AtomicCheckpointIO, PublishedFormatExport
@@ -74,7 +75,10 @@ def train_prom3e(
     if isinstance(model_config, ProM3EConfig):
         config = model_config
     else:
-        config = ProM3EConfig.from_dict(dict(model_config or {}))
+        values = dict(model_config or {})
+        if "input_dim" not in values:  # take the embedding dimension from the data
+            values["input_dim"] = infer_input_dim(data, modalities)
+        config = ProM3EConfig.from_dict(values)
     if modalities is not None:
         config = ProM3EConfig.from_dict(
             {**config.to_dict(), "modalities": list(modalities), "num_modalities": len(modalities)}
@@ -149,6 +153,25 @@ def train_prom3e(
         with atomic_path(out / "run.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return result
+
+
+def infer_input_dim(data, modalities: Sequence[str] | None = None) -> int:
+    """The common dimension of the table's embedding columns (those in ``modalities``)."""
+    if isinstance(data, (str, Path)):
+        from ecomodal.io.tables import read_embeddings
+
+        dims = read_embeddings(data).dims
+        source = str(data)
+    else:
+        dims = {name: values.shape[1] for name, values in data.embeddings.items()}
+        source = "the batch"
+    if modalities is not None:
+        dims = {k: v for k, v in dims.items() if k in modalities}
+    if len(set(dims.values())) != 1:
+        raise InvalidEmbeddingsError(
+            f"Cannot infer the embedding dimension from {source}: columns have dimensions {dims}."
+        )
+    return next(iter(dims.values()))
 
 
 def merge_metric_logs(log_root: Path, output: Path) -> Path:
