@@ -41,13 +41,8 @@ def _batches(n_batches: int, batch_size: int, dim: int, seed: int):
         yield x, visible, eps
 
 
-def _train_step(model, optimizer, x, visible, eps, lambda_kl, baseline: bool):
-    if baseline:
-        out = model(x, visible, eps)
-    else:
-        enc = model.encode(x, visible)
-        z = enc.mu + torch.exp(0.5 * enc.logvar) * eps[:, None]
-        out = {"reconstruction": model.decode(z), "mu": enc.mu, "logvar": enc.logvar}
+def _train_step(model, optimizer, x, visible, eps, lambda_kl):
+    out = model(x, visible, eps=eps)
     present = torch.ones(x.shape[:2], dtype=torch.bool)
     loss = prom3e_loss(out, x, present, model.negative_scale, model.negative_shift, lambda_kl)[
         "loss"
@@ -58,7 +53,7 @@ def _train_step(model, optimizer, x, visible, eps, lambda_kl, baseline: bool):
     return loss.detach()
 
 
-def _time_training(model, batches, lambda_kl, baseline: bool, warmup: int = 2) -> float:
+def _time_training(model, batches, lambda_kl, warmup: int = 2) -> float:
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=True
@@ -69,7 +64,7 @@ def _time_training(model, batches, lambda_kl, baseline: bool, warmup: int = 2) -
         if i == warmup:
             start = time.perf_counter()
             rows = 0
-        _train_step(model, optimizer, x, visible, eps, lambda_kl, baseline)
+        _train_step(model, optimizer, x, visible, eps, lambda_kl)
         rows += x.shape[0]
     return rows / (time.perf_counter() - start)
 
@@ -107,15 +102,9 @@ def main() -> dict:
     ours.eval()
     baseline.eval()
     with torch.inference_mode():
-        ref = baseline(x, visible, eps)
-        enc = ours.encode(x, visible)
-        z = enc.mu + torch.exp(0.5 * enc.logvar) * eps[:, None]
-        rec = ours.decode(z)
-    max_diff = max(
-        (enc.mu - ref["mu"]).abs().max().item(),
-        (enc.logvar - ref["logvar"]).abs().max().item(),
-        (rec - ref["reconstruction"]).abs().max().item(),
-    )
+        ref = baseline(x, visible, eps=eps)
+        out = ours(x, visible, eps=eps)
+    max_diff = max((out[k] - ref[k]).abs().max().item() for k in ("mu", "logvar", "reconstruction"))
 
     # Inference: complete every modality from image + loc.
     x_np = x.numpy()
@@ -134,10 +123,10 @@ def main() -> dict:
     # Training: identical batches and masks for both.
     n = args.steps + 2
     ours_train = _time_training(
-        ours, _batches(n, args.batch_size, config.input_dim, 2), config.lambda_kl, False
+        ours, _batches(n, args.batch_size, config.input_dim, 2), config.lambda_kl
     )
     base_train = _time_training(
-        baseline, _batches(n, args.batch_size, config.input_dim, 2), config.lambda_kl, True
+        baseline, _batches(n, args.batch_size, config.input_dim, 2), config.lambda_kl
     )
 
     result = {

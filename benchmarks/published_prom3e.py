@@ -92,7 +92,9 @@ class PublishedProM3E(nn.Module):
             x = block(x, padding)
         return x
 
-    def forward(self, embeddings: torch.Tensor, visible: torch.Tensor, eps: torch.Tensor | None):
+    def forward(
+        self, embeddings: torch.Tensor, visible: torch.Tensor, eps: torch.Tensor | None = None
+    ):
         """mu, logvar, hidden tokens and decoded modalities; ``eps`` [B] is the latent noise."""
         hidden = self.encode(embeddings, visible)
         mu = F.normalize(hidden[:, 0], dim=-1)

@@ -6,6 +6,13 @@ from ecomodal.cli import app, main
 from ecomodal.io.tables import read_embeddings
 
 runner = CliRunner()
+
+
+def _complete(model, data, out, *extra):
+    args = ["complete", "--model", str(model), "--data", str(data), "--out", str(out)]
+    return [*args, "--no-progress", *extra]
+
+
 TINY_ARGS = ["--embed-dim", "32", "--heads", "2", "--mlp-dim", "64"]
 
 
@@ -55,21 +62,7 @@ def trained(tmp_path_factory):
 def test_complete_writes_hats_sigma_and_carries_columns(trained, tmp_path):
     table, run = trained
     out = tmp_path / "completed.parquet"
-    result = runner.invoke(
-        app,
-        [
-            "complete",
-            "--model",
-            str(run / "best"),
-            "--data",
-            str(table),
-            "--out",
-            str(out),
-            "--n-samples",
-            "0",
-            "--no-progress",
-        ],
-    )
+    result = runner.invoke(app, _complete(run / "best", table, out, "--n-samples", "0"))
     assert result.exit_code == 0, result.output
     assert "wrote 600 rows" in result.output
     source = read_embeddings(table).load()
@@ -91,21 +84,7 @@ def test_complete_with_visible_set(trained, tmp_path):
     table, run = trained
     out = tmp_path / "vis.parquet"
     # rows with missing image/loc cannot use that visible set: clear error, no output
-    result = runner.invoke(
-        app,
-        [
-            "complete",
-            "--model",
-            str(run / "best"),
-            "--data",
-            str(table),
-            "--out",
-            str(out),
-            "--visible",
-            "image,loc",
-            "--no-progress",
-        ],
-    )
+    result = runner.invoke(app, _complete(run / "best", table, out, "--visible", "image,loc"))
     assert result.exit_code != 0
     assert "lacks visible modality" in str(result.exception)
     assert not out.exists()
@@ -114,40 +93,14 @@ def test_complete_with_visible_set(trained, tmp_path):
 
 def test_errors_are_one_clear_line(trained, tmp_path, monkeypatch, capsys):
     table, run = trained
-    monkeypatch.setattr(
-        "sys.argv",
-        [
-            "ecomodal",
-            "complete",
-            "--model",
-            str(run / "best"),
-            "--data",
-            str(table),
-            "--out",
-            str(tmp_path / "x.parquet"),
-            "--visible",
-            "satellite",
-            "--no-progress",
-        ],
-    )
+    bad_modality = _complete(run / "best", table, tmp_path / "x.parquet", "--visible", "satellite")
+    monkeypatch.setattr("sys.argv", ["ecomodal", *bad_modality])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Unknown modality 'satellite'" in err
-    monkeypatch.setattr(
-        "sys.argv",
-        [
-            "ecomodal",
-            "complete",
-            "--model",
-            str(tmp_path / "none"),
-            "--data",
-            str(table),
-            "--out",
-            str(tmp_path / "y.parquet"),
-        ],
-    )
-    with pytest.raises(SystemExit):
+    assert "Unknown modality 'satellite'" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["ecomodal", *_complete(tmp_path / "none", table, "y.parquet")])
+    with pytest.raises(SystemExit) as exit_info:
         main()
+    assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err

@@ -94,7 +94,8 @@ def run_quickstart(
             "nearest_neighbour": round(average["nn_r1"], 4),
         },
         "beats_best_baseline": bool(
-            average["model_cosine"] > best_baseline_cosine and average["model_r1"] > best_baseline_r1
+            average["model_cosine"] > best_baseline_cosine
+            and average["model_r1"] > best_baseline_r1
         ),
         "mean_sigma_l1_by_visible_count": {str(k): round(sigma[k], 3) for k in counts},
         "sigma_falls_with_more_modalities": bool(

@@ -310,11 +310,14 @@ class ProM3E(nn.Module):
         logvar: torch.Tensor,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The mean of ``n_samples`` draws z = mu + sigma * eps, eps one scalar per draw and row.
 
-        ``n_samples=0`` returns ``mu`` (no noise).
+        ``n_samples=0`` returns ``mu`` (no noise); a given ``eps`` [B] is used as the noise.
         """
+        if eps is not None:
+            return mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)[:, None]
         if n_samples <= 0:
             return mu
         eps = torch.randn(
@@ -329,13 +332,15 @@ class ProM3E(nn.Module):
         *,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training-style pass: encode the visible modalities, sample z, decode every modality.
 
-        Returns ``{"reconstruction": [B, M, D], "mu": [B, E], "logvar": [B, E], "z": [B, E]}``.
+        ``eps`` [B] fixes the latent noise (otherwise drawn from ``generator``). Returns
+        ``{"reconstruction": [B, M, D], "mu": [B, E], "logvar": [B, E], "z": [B, E]}``.
         """
         enc = self.encode(embeddings, visible)
-        z = self.sample_latent(enc.mu, enc.logvar, n_samples, generator)
+        z = self.sample_latent(enc.mu, enc.logvar, n_samples, generator, eps)
         return {"reconstruction": self.decode(z), "mu": enc.mu, "logvar": enc.logvar, "z": z}
 
     # ------------------------------------------------------------------ inference API
