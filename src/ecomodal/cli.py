@@ -182,7 +182,7 @@ def quickstart_command(
 
     report = run_quickstart(out, n=n, epochs=epochs, seed=seed)
     typer.echo(json.dumps(report["summary"], indent=2))
-    typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, model/)")
+    typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, run/best/)")
 
 
 def main() -> None:

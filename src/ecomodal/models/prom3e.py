@@ -248,9 +248,14 @@ class ProM3E(nn.Module):
                 # the special tokens (once, when still shared by all rows) and the visible ones.
                 special_rows = x_special.reshape(-1, dim)
                 vis_rows = x_vis.reshape(-1, dim) if flat is None else x_vis.reshape(-1, dim)[flat]
-                qkv = F.linear(torch.cat([special_rows, vis_rows]), w, b)
-                qkv_special = qkv[: special_rows.shape[0]].view(-1, n_special, 3 * dim)
-                kv_vis = qkv[special_rows.shape[0] :, dim:]
+                if torch.is_grad_enabled():
+                    # One GEMM: its weight gradient is one product, not a sum of sliced ones.
+                    qkv = F.linear(torch.cat([special_rows, vis_rows]), w, b)
+                    qkv_special = qkv[: special_rows.shape[0]].view(-1, n_special, 3 * dim)
+                    kv_vis = qkv[special_rows.shape[0] :, dim:]
+                else:
+                    qkv_special = F.linear(special_rows, w, b).view(-1, n_special, 3 * dim)
+                    kv_vis = F.linear(vis_rows, w[dim:], b[dim:])
                 if flat is not None:
                     kv_vis = kv_vis.new_zeros(batch * len(slots), 2 * dim).index_put(
                         (flat,), kv_vis
