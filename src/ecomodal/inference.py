@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ def complete_table(
             )
             writer.write(_completed_batch(batch, result.embeddings, result.sigma_l1, model))
             rows += len(batch)
+            _release_freed_memory()
             sigma_sum += float(np.sum(result.sigma_l1, dtype=np.float64))
             advance(len(batch))
     return CompleteSummary(
@@ -88,6 +90,22 @@ def complete_table(
         visible=names,
         mean_sigma_l1=sigma_sum / rows if rows else float("nan"),
     )
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last batch back to the OS (glibc keeps it otherwise, and with
+    several threads allocating, the process grows batch after batch)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _completed_batch(
