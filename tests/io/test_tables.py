@@ -621,3 +621,15 @@ def test_import_multinat_nan_rows_and_errors(tmp_path):
         import_multinat(partial, tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_path_gives_each_writer_its_own_temporary(tmp_path):
+    from ecomodal.io.atomic import atomic_path
+
+    target = tmp_path / "same.txt"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second
+        first.write_text("first")
+        second.write_text("second")
+    assert target.read_text() == "first"  # the outer one finishes last
+    assert [p.name for p in tmp_path.iterdir()] == ["same.txt"]
