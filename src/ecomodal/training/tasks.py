@@ -114,7 +114,7 @@ class ProM3ETask(L.LightningModule):
         losses = self._step(batch, self._generator(0, self.global_step), n_samples=1)
         if not bool(torch.isfinite(losses["loss"])):
             raise FloatingPointError(
-                f"ProM3E training: non-finite loss ({float(losses['loss'])}) at step "
+                f"ProM3E training: non-finite loss ({float(losses['loss'].detach())}) at step "
                 f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); the weights "
                 "were not updated. Check the input table for extreme values or lower the "
                 "learning rate."
