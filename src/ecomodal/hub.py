@@ -65,14 +65,14 @@ def resolve_model_dir(
         folder = Path(parsed.location).expanduser()
         if not folder.is_dir():
             hint = ""
-            if not folder.exists() and parsed.location.count("/") == 1 and not spec_is_path(spec):
+            if not folder.exists() and parsed.location.count("/") == 1 and not _is_path_like(spec):
                 hint = f" To load it from the Hugging Face hub, use 'hf-hub:{parsed.location}'."
             raise ModelNotFoundError(f"Model folder {folder} does not exist.{hint}")
         return folder
     return _download(parsed, filenames, cache_dir)
 
 
-def spec_is_path(spec: str | os.PathLike[str]) -> bool:
+def _is_path_like(spec: str | os.PathLike[str]) -> bool:
     text = os.fspath(spec)
     return text.startswith((".", "/", "~")) or text.startswith(LOCAL_PREFIX)
 

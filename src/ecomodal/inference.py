@@ -79,7 +79,9 @@ def complete_table(
                 batch_size=min(batch_size, 1024),
                 device=device,
             )
-            writer.write(_completed_batch(batch, result.embeddings, result.sigma_l1, model))
+            writer.write(
+                _completed_batch(batch, result.embeddings, result.sigma_l1, model.modalities)
+            )
             rows += len(batch)
             _release_freed_memory()
             sigma_sum += float(np.sum(result.sigma_l1, dtype=np.float64))
@@ -109,11 +111,12 @@ _MALLOC_TRIM = None
 
 
 def _completed_batch(
-    batch: EmbeddingBatch, completed: np.ndarray, sigma_l1: np.ndarray, model: ProM3E
+    batch: EmbeddingBatch, completed: np.ndarray, sigma_l1: np.ndarray, modalities: Sequence[str]
 ) -> EmbeddingBatch:
+    """The input rows plus ``<modality>_hat`` columns and ``sigma_l1`` (encoders: the writer's)."""
     embeddings = dict(batch.embeddings)
     present = dict(batch.present)
-    for i, name in enumerate(model.modalities):
+    for i, name in enumerate(modalities):
         embeddings[name + HAT_SUFFIX] = np.ascontiguousarray(completed[:, i])
         present[name + HAT_SUFFIX] = np.ones(len(batch), dtype=bool)
     sigma = pa.array(sigma_l1.astype(np.float32))
@@ -122,8 +125,4 @@ def _completed_batch(
         columns = pa.table({"sigma_l1": sigma})
     else:
         columns = columns.append_column("sigma_l1", sigma)
-    encoders = dict(batch.encoders)
-    encoders.update({m + HAT_SUFFIX: "prom3e" for m in model.modalities})
-    return EmbeddingBatch(
-        ids=batch.ids, embeddings=embeddings, present=present, columns=columns, encoders=encoders
-    )
+    return EmbeddingBatch(ids=batch.ids, embeddings=embeddings, present=present, columns=columns)

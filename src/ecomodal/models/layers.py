@@ -24,18 +24,6 @@ class MLPBlock(nn.Module):
             nn.Dropout(dropout),
         )
 
-    @property
-    def norm(self) -> nn.LayerNorm:
-        return self.net[0]
-
-    @property
-    def fc1(self) -> nn.Linear:
-        return self.net[1]
-
-    @property
-    def fc2(self) -> nn.Linear:
-        return self.net[4]
-
     def forward(self, x):
         return self.net(x)
 
@@ -54,7 +42,6 @@ class EncoderBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLPBlock(dim, mlp_dim, dim, dropout)
-        self.heads = heads
 
 
 class StackedMLPs(nn.Module):

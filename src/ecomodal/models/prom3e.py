@@ -208,7 +208,7 @@ class ProM3E(nn.Module):
     ) -> torch.Tensor:
         """Multi-head attention on projected q [B, Q, E], k/v [B, K, E]; returns [B, Q, E]."""
         batch, n_q, dim = queries.shape
-        heads = block.heads
+        heads = block.attn.num_heads
         head_dim = dim // heads
         q = queries.reshape(batch, n_q, heads, head_dim).transpose(1, 2)
         k = keys.reshape(batch, keys.shape[1], heads, head_dim).transpose(1, 2)
@@ -232,9 +232,9 @@ class ProM3E(nn.Module):
         n_special = c.num_special_tokens
         slots = [m for m in range(c.num_modalities) if bool(visible[:, m].any())]
         vis_tokens, flat = self._project_visible(embeddings, visible, slots)
-        key_mask = None
-        if flat is not None:
-            key_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
+        # Which tokens each row has: the special ones, then its visible modalities.
+        token_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
+        key_mask = None if flat is None else token_mask
         dim = c.embed_dim
         n_cls = c.num_cls_tokens
         # The special (cls + register) tokens: one shared [1, 6, E] before the first block.
@@ -278,9 +278,8 @@ class ProM3E(nn.Module):
         logvar = x_special[:, 1]
         if not return_hidden:
             return EncoderOutput(mu=mu, logvar=logvar)
-        hidden_mask = torch.cat([visible.new_ones(batch, n_special), visible[:, slots]], dim=1)
-        hidden = torch.cat([x_special, x_vis], dim=1) * hidden_mask.unsqueeze(-1)
-        return EncoderOutput(mu, logvar, hidden=hidden, hidden_mask=hidden_mask, hidden_slots=slots)
+        hidden = torch.cat([x_special, x_vis], dim=1) * token_mask.unsqueeze(-1)
+        return EncoderOutput(mu, logvar, hidden=hidden, hidden_mask=token_mask, hidden_slots=slots)
 
     # ------------------------------------------------------------------ decoders
     def _folded_decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +378,7 @@ class ProM3E(nn.Module):
         """
         as_numpy = not isinstance(embeddings, torch.Tensor)
         emb, pres = self._prepare_inputs(embeddings, present)
-        vis = self._visible_mask(emb, pres, visible)
+        vis = self._visible_mask(pres, visible)
         device = torch.device(device) if device is not None else self.device
         generator = torch.Generator(device=device).manual_seed(int(seed))
         was_training = self.training
@@ -464,7 +463,7 @@ class ProM3E(nn.Module):
         return emb, pres
 
     def _visible_mask(
-        self, emb: torch.Tensor, present: torch.Tensor, visible: Sequence[str] | str | None
+        self, present: torch.Tensor, visible: Sequence[str] | str | None
     ) -> torch.Tensor:
         if visible is None:
             vis = present.clone()
@@ -584,14 +583,3 @@ def _config_summary(config: ProM3EConfig) -> str:
         f"input_dim={config.input_dim}, embed_dim={config.embed_dim}, depth={config.depth}, "
         f"mlp_dim={config.mlp_dim}, modalities={config.num_modalities}"
     )
-
-
-def published_parameter_count(config: ProM3EConfig | None = None) -> int:
-    """Parameter count of a ProM3E with ``config`` (27.33 M for the published one)."""
-    c = config or ProM3EConfig()
-    e, d, h = c.embed_dim, c.input_dim, c.mlp_dim
-    projector = 2 * d + d * e + e + e * e + e
-    decoder = 2 * e + e * e + e + e * d + d
-    block = 3 * e * e + 3 * e + e * e + e + 4 * e + 2 * e + e * h + h + h * e + e
-    special = c.num_special_tokens * e + 2
-    return c.num_modalities * (projector + decoder + e) + c.depth * block + special
