@@ -20,8 +20,14 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 data_app = typer.Typer(help="Build and import data sets.", no_args_is_help=True)
+embed_app = typer.Typer(help="Embed observation tables; `embed merge` joins shards.")
+covariates_app = typer.Typer(help="Environmental covariate rasters.", no_args_is_help=True)
+encoders_app = typer.Typer(help="Modality encoders.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
+app.add_typer(embed_app, name="embed")
+app.add_typer(covariates_app, name="covariates")
+app.add_typer(encoders_app, name="encoders")
 
 
 def _parse_column_map(pairs: list[str] | None) -> dict[str, str] | None:
@@ -183,6 +189,131 @@ def quickstart_command(
     report = run_quickstart(out, n=n, epochs=epochs, seed=seed)
     typer.echo(json.dumps(report["summary"], indent=2))
     typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, run/best/)")
+
+
+def _encoder_specs(pairs: list[str] | None) -> dict[str, str]:
+    specs = {}
+    for pair in pairs or []:
+        modality, sep, spec = pair.partition("=")
+        if not sep or not modality or not spec:
+            raise typer.BadParameter(f"--encoder expects MODALITY=SPEC; got {pair!r}.")
+        specs[modality.strip()] = spec.strip()
+    return specs
+
+
+@embed_app.callback(invoke_without_command=True)
+def embed_command(
+    ctx: typer.Context,
+    records: Annotated[Path | None, typer.Option(help="Observation table: CSV or Parquet.")] = None,
+    modalities: Annotated[
+        str | None, typer.Option(help="Comma-separated modalities, e.g. loc,env.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output embedding table (Parquet).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder that relative media paths start from.")
+    ] = None,
+    encoder: Annotated[
+        list[str] | None,
+        typer.Option(help="MODALITY=SPEC, e.g. loc=geoclip or env=local-dir:runs/env (repeat)."),
+    ] = None,
+    covariates: Annotated[
+        str | None, typer.Option(help="Covariate raster for env (a path, or 'default').")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per encoder batch.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option(help="COLUMN=NAME, e.g. decimalLatitude=lat (repeat)."),
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: embed the I-th of N slices (torchrun's rank if unset).")
+    ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Rows per resumable chunk (a finished chunk is never redone).")
+    ] = 16384,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Embed every row's modalities into an embedding table (resumable; errors beside it)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [
+        name
+        for name, value in (("--records", records), ("--modalities", modalities), ("--out", out))
+        if value is None
+    ]
+    if missing:
+        raise typer.BadParameter(f"missing {', '.join(missing)}.")
+    from ecomodal.embed import embed_records
+
+    options = {"env": {"covariates": covariates}} if covariates else None
+    summary = embed_records(
+        records,
+        out,
+        modalities=modalities,
+        encoders=_encoder_specs(encoder),
+        root=root,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        column_map=column_map,
+        shard=shard,
+        chunk_rows=chunk_rows,
+        encoder_options=options,
+        show_progress=progress,
+    )
+    _print_embed_summary(summary)
+
+
+def _print_embed_summary(summary) -> None:
+    typer.echo(f"wrote {summary.written} of {summary.rows} rows to {summary.out}")
+    for modality, count in summary.encoded.items():
+        typer.echo(f"  {modality}: {count} encoded, {summary.failed.get(modality, 0)} failed")
+    if summary.rows_without_embedding:
+        typer.echo(f"  {summary.rows_without_embedding} rows had no embedding at all")
+    if any(summary.failed.values()):
+        typer.echo(f"errors: {summary.errors}")
+
+
+@embed_app.command("merge")
+def embed_merge_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Shard tables (NAME.shard-*.parquet).")],
+    out: Annotated[Path, typer.Option(help="Merged embedding table (Parquet).")],
+) -> None:
+    """Join the shards of a sharded `ecomodal embed` run (and their errors tables)."""
+    from ecomodal.embed import merge_embeddings
+
+    _print_embed_summary(merge_embeddings(inputs, out))
+
+
+@covariates_app.command("build")
+def covariates_build_command(
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the GeoTIFF (default: the cache).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Build the offline covariate stack: elevation + ERA5-derived bioclim, 0.25 degree GeoTIFF."""
+    from ecomodal.geo.covariates import CovariateStack, build_default_covariates
+
+    path = build_default_covariates(out, overwrite=overwrite)
+    stack = CovariateStack.open(path)
+    typer.echo(f"{path} ({stack.num_bands} bands: {', '.join(stack.band_names)})")
+
+
+@encoders_app.command("list")
+def encoders_list_command(
+    modality: Annotated[str | None, typer.Option(help="Only this modality.")] = None,
+) -> None:
+    """Registered encoders: modality, name, spec, dimension, licence."""
+    from ecomodal.encoders import list_encoders
+
+    for row in list_encoders(modality):
+        default = " (default)" if row.get("default") else ""
+        typer.echo(
+            f"{row['modality']:6} {row['name']:12} {row['spec']:28} dim {row['dim']:<5} "
+            f"licence: {row['licence']}{default}\n       {row['description']}"
+        )
 
 
 def main() -> None:

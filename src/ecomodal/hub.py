@@ -58,8 +58,12 @@ def resolve_model_dir(
     filenames: Sequence[str],
     *,
     cache_dir: str | os.PathLike[str] | None = None,
+    optional: Sequence[str] = (),
 ) -> Path:
-    """A local folder holding ``filenames`` for the model id ``spec``, downloading if needed."""
+    """A local folder holding ``filenames`` for the model id ``spec``, downloading if needed.
+
+    ``optional`` names further files (or glob patterns) fetched from the hub when present.
+    """
     parsed = parse_model_spec(spec)
     if parsed.kind == "local-dir":
         folder = Path(parsed.location).expanduser()
@@ -69,7 +73,7 @@ def resolve_model_dir(
                 hint = f" To load it from the Hugging Face hub, use 'hf-hub:{parsed.location}'."
             raise ModelNotFoundError(f"Model folder {folder} does not exist.{hint}")
         return folder
-    return _download(parsed, filenames, cache_dir)
+    return _download(parsed, filenames, cache_dir, optional)
 
 
 def _is_path_like(spec: str | os.PathLike[str]) -> bool:
@@ -77,7 +81,9 @@ def _is_path_like(spec: str | os.PathLike[str]) -> bool:
     return text.startswith((".", "/", "~")) or text.startswith(LOCAL_PREFIX)
 
 
-def _download(spec: ModelSpec, filenames: Sequence[str], cache_dir) -> Path:
+def _download(
+    spec: ModelSpec, filenames: Sequence[str], cache_dir, optional: Sequence[str] = ()
+) -> Path:
     from huggingface_hub import snapshot_download
 
     offline = hub_offline()
@@ -85,7 +91,7 @@ def _download(spec: ModelSpec, filenames: Sequence[str], cache_dir) -> Path:
         folder = snapshot_download(
             repo_id=spec.location,
             revision=spec.revision,
-            allow_patterns=list(filenames),
+            allow_patterns=[*filenames, *optional],
             cache_dir=cache_dir,
             local_files_only=offline,
             etag_timeout=10,

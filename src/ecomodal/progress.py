@@ -11,8 +11,17 @@ def progress_bar(
     description: str, total: int | None, *, enabled: bool = True
 ) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; shows a rich progress bar with rate and time left when enabled."""
+    with progress_bars({description: total}, enabled=enabled) as advance:
+        yield advance[description]
+
+
+@contextlib.contextmanager
+def progress_bars(
+    totals: dict[str, int | None], *, enabled: bool = True, completed: dict[str, int] | None = None
+) -> Iterator[dict[str, Callable[[int], None]]]:
+    """One bar per entry of ``totals`` (description -> total); yields description -> advance."""
     if not enabled:
-        yield lambda n: None
+        yield {name: (lambda n: None) for name in totals}
         return
     from rich.console import Console
     from rich.progress import (
@@ -33,5 +42,8 @@ def progress_bar(
         console=Console(stderr=True),
         transient=False,
     ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        advance = {}
+        for name, total in totals.items():
+            task = progress.add_task(name, total=total, completed=(completed or {}).get(name, 0))
+            advance[name] = lambda n, task=task: progress.advance(task, n)
+        yield advance

@@ -14,7 +14,6 @@ or MLP there (unless hidden features are asked for).
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
-from ecomodal.io.atomic import atomic_path
+from ecomodal.io.checkpoints import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_state_dict_strict,
+    read_config,
+    read_weights,
+    save_checkpoint,
+)
 from ecomodal.modalities import MODALITIES, parse_modalities
 from ecomodal.models.layers import EncoderBlock, MLPBlock, StackedMLPs
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -490,46 +493,21 @@ class ProM3E(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (the published format) into a folder."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        with atomic_path(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        return directory
+        return save_checkpoint(self, self.config.to_dict(), directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str = "cpu") -> ProM3E:
         """Load a model from a folder holding ``config.json`` and ``model.safetensors``."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise CheckpointError(f"Checkpoint folder {directory} has no {path.name}.")
-        try:
-            values = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
-        if not isinstance(values, dict):
-            raise CheckpointError(
-                f"{config_path} must hold a JSON object of constructor arguments."
-            )
+        if not weights_path.is_file():
+            raise CheckpointError(f"Checkpoint folder {directory} has no {WEIGHTS_NAME}.")
+        values = read_config(config_path)
         try:
             config = ProM3EConfig.from_dict(values)
         except TypeError as err:
             raise CheckpointError(f"{config_path}: {err}") from err
-        try:
-            tensors = load_file(str(weights_path), device=map_location)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{weights_path} is not a readable safetensors file: {err}"
-            ) from err
+        tensors = read_weights(weights_path, map_location=map_location)
         model = cls(config)
         model.load_weights(tensors, source=str(weights_path))
         model.eval()
@@ -537,22 +515,12 @@ class ProM3E(nn.Module):
 
     def load_weights(self, tensors: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
         """Load a published-format state dict strictly, with errors that name the mismatch."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{source} does not match the config: missing tensors {missing[:8]}"
-                f"{' ...' if len(missing) > 8 else ''}, unexpected tensors {unexpected[:8]}"
-                f"{' ...' if len(unexpected) > 8 else ''}."
-            )
-        for name, tensor in tensors.items():
-            if tuple(tensor.shape) != tuple(expected[name].shape):
-                raise CheckpointError(
-                    f"{source}: tensor {name!r} has shape {list(tensor.shape)} but the config "
-                    f"({_config_summary(self.config)}) needs {list(expected[name].shape)}."
-                )
-        self.load_state_dict(dict(tensors), strict=True)
+        load_state_dict_strict(
+            self,
+            tensors,
+            source=source,
+            config_summary=f"the config ({_config_summary(self.config)})",
+        )
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

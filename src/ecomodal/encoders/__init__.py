@@ -1,0 +1,21 @@
+"""Modality encoders: raw observations (places, climate, photos, names, sounds) -> embeddings."""
+
+from ecomodal.encoders.base import (
+    Encoder,
+    EncodeResult,
+    EncoderInfo,
+    InvalidInputError,
+    RowError,
+)
+from ecomodal.encoders.registry import list_encoders, load_encoder, taxabind_config
+
+__all__ = [
+    "EncodeResult",
+    "Encoder",
+    "EncoderInfo",
+    "InvalidInputError",
+    "RowError",
+    "list_encoders",
+    "load_encoder",
+    "taxabind_config",
+]

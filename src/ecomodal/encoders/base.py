@@ -1,0 +1,346 @@
+"""The one encoder interface: ``encoder.encode(inputs, batch_size=..., device=..., show_progress=...)``.
+
+An :class:`Encoder` pairs a plain ``nn.Module`` with the preprocessing it was trained with. Inputs are
+columns of equal length (``lat=``/``lon=`` for places, paths for media, strings for text); rows that
+cannot be encoded (a corrupt photo, an invalid coordinate) either raise, naming the row, or, with
+``on_error="null"``, come back as NaN rows with a :class:`RowError` each.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecomodal.errors import EcomodalError
+from ecomodal.progress import progress_bar
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class InvalidInputError(EcomodalError, ValueError):
+    """An input row an encoder cannot encode (the message names the row and the reason)."""
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an encoder is: its id, modality, output dimension, licence and where it came from."""
+
+    id: str
+    modality: str
+    dim: int
+    licence: str
+    source: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One row that could not be encoded: its position, the input column and the reason."""
+
+    row: int
+    column: str
+    reason: str
+
+
+@dataclass
+class EncodeResult:
+    """Embeddings [N, D] float32 (NaN where a row failed), ``valid`` [N] and the row errors."""
+
+    embeddings: np.ndarray
+    valid: np.ndarray
+    errors: list[RowError]
+
+
+@dataclass
+class Prepared:
+    """A preprocessed batch: model inputs for the rows in ``rows`` (offsets into the batch)."""
+
+    inputs: Any
+    rows: np.ndarray
+    errors: list[tuple[int, str, str]]  # (offset in batch, column, reason)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}."
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Inference mode plus, for ``bf16``, bfloat16 autocast (weights cast once per context)."""
+    check_precision(precision)
+    with torch.inference_mode():
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+class Encoder(abc.ABC):
+    """Base class of every modality encoder.
+
+    Subclasses set ``input_columns`` (names of the columns ``encode`` takes), implement
+    :meth:`prepare` (validate and preprocess one batch of rows) and :meth:`forward`.
+    """
+
+    input_columns: tuple[str, ...] = ()
+    default_batch_size: int = 256
+
+    def __init__(
+        self,
+        model: nn.Module,
+        info: EncoderInfo,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        self.model = model.eval()
+        self.info = info
+        self.precision = check_precision(precision)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model.to(self.device)
+        self._half: tuple[Any, nn.Module] | None = None
+
+    # ------------------------------------------------------------------ descriptors
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def modality(self) -> str:
+        return self.info.modality
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def licence(self) -> str:
+        return self.info.licence
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.id!r}, modality={self.modality!r}, dim={self.dim}, "
+            f"licence={self.licence!r}, precision={self.precision!r})"
+        )
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        """Validate and preprocess one batch of rows (every column the same length)."""
+
+    @abc.abstractmethod
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Run ``model`` (``self.model`` or its bfloat16 copy) on prepared inputs; returns
+        [n, dim] (not yet normalised)."""
+
+    def model_for(self, precision: str) -> nn.Module:
+        """The module that runs at ``precision``: ``self.model``, or for ``bf16`` a cached copy
+        with bfloat16 weights (so autocast need not cast them on every batch). Submodules with
+        ``keep_float32 = True`` stay in float32. The copy is remade when the weights change."""
+        if precision == "fp32":
+            return self.model
+        params = list(self.model.parameters())
+        key = (self.device, tuple((p.data_ptr(), p._version) for p in params))
+        if self._half is None or self._half[0] != key:
+            half = copy.deepcopy(self.model).to(self.device)
+            for module in half.modules():
+                if getattr(module, "keep_float32", False):
+                    continue
+                for name, param in module.named_parameters(recurse=False):
+                    if param.is_floating_point() and not _under_float32(half, module):
+                        setattr(
+                            module,
+                            name,
+                            nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False),
+                        )
+            self._half = (key, half.eval())
+        return self._half[1]
+
+    # ------------------------------------------------------------------ public API
+    def encode(
+        self,
+        inputs: Any = None,
+        *,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        show_progress: bool = False,
+        normalize: bool = True,
+        precision: str | None = None,
+        on_error: str = "raise",
+        **columns: Any,
+    ) -> np.ndarray:
+        """Encode rows to a float32 array [N, dim] (L2-normalised unless ``normalize=False``).
+
+        ``inputs`` is a table with this encoder's input columns (a mapping, pandas DataFrame or
+        pyarrow Table), or a plain sequence for single-column encoders; columns can also be given
+        as keywords (``lat=..., lon=...``). ``on_error="raise"`` raises on the first bad row,
+        naming it; ``"null"`` gives NaN rows instead (see :meth:`encode_rows` for the reasons).
+        """
+        if on_error not in ("raise", "null"):
+            raise ValueError(f"on_error must be 'raise' or 'null', got {on_error!r}.")
+        result = self.encode_rows(
+            inputs,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+            normalize=normalize,
+            precision=precision,
+            **columns,
+        )
+        if on_error == "raise" and result.errors:
+            first = result.errors[0]
+            more = f" ({len(result.errors) - 1} more rows failed)" if len(result.errors) > 1 else ""
+            raise InvalidInputError(
+                f"{self.id}: row {first.row}, column {first.column!r}: {first.reason}{more}. "
+                "Pass on_error='null' to get NaN rows instead."
+            )
+        return result.embeddings
+
+    def encode_rows(
+        self,
+        inputs: Any = None,
+        *,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        show_progress: bool = False,
+        normalize: bool = True,
+        precision: str | None = None,
+        **columns: Any,
+    ) -> EncodeResult:
+        """Like :meth:`encode`, but never raises for bad rows: they are NaN, ``valid`` False and
+        listed in ``errors`` with the reason."""
+        table = self._columns(inputs, columns)
+        n_rows = len(next(iter(table.values()))) if table else 0
+        batch_size = int(batch_size or self.default_batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if device is not None and torch.device(device) != self.device:
+            self.device = torch.device(device)
+            self.model.to(self.device)
+        precision = check_precision(precision or self.precision)
+        out = np.full((n_rows, self.dim), np.nan, dtype=np.float32)
+        valid = np.zeros(n_rows, dtype=bool)
+        errors: list[RowError] = []
+        model = self.model_for(precision)
+        with (
+            progress_bar(f"{self.modality} ({self.id})", n_rows, enabled=show_progress) as advance,
+            precision_context(precision, self.device),
+        ):
+            for start in range(0, n_rows, batch_size):
+                stop = min(start + batch_size, n_rows)
+                batch = {name: values[start:stop] for name, values in table.items()}
+                prepared = self.prepare(batch)
+                errors.extend(
+                    RowError(start + offset, column, reason)
+                    for offset, column, reason in prepared.errors
+                )
+                if len(prepared.rows):
+                    emb = self.forward(model, prepared.inputs).float()
+                    if normalize:
+                        emb = torch.nn.functional.normalize(emb, dim=-1)
+                    rows = start + np.asarray(prepared.rows)
+                    out[rows] = emb.cpu().numpy()
+                    valid[rows] = True
+                advance(stop - start)
+        return EncodeResult(out, valid, errors)
+
+    # ------------------------------------------------------------------ helpers
+    def _columns(self, inputs: Any, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        names = self.input_columns
+        given: dict[str, Any] = {}
+        if inputs is not None:
+            if _is_table(inputs):
+                missing = [name for name in names if name not in _table_names(inputs)]
+                if missing:
+                    raise ValueError(
+                        f"{self.id} needs input columns {list(names)}; the table lacks {missing}."
+                    )
+                given = {name: _table_column(inputs, name) for name in names}
+            elif len(names) == 1:
+                given = {names[0]: inputs}
+            else:
+                raise TypeError(
+                    f"{self.id} takes keyword columns {', '.join(f'{n}=' for n in names)} or a table "
+                    f"with those columns, not a {type(inputs).__name__}."
+                )
+        for name, values in columns.items():
+            if name not in names:
+                raise TypeError(
+                    f"{self.id} got an unexpected input {name!r}; it takes {', '.join(names)}."
+                )
+            given[name] = values
+        missing = [name for name in names if name not in given]
+        if missing:
+            raise TypeError(f"{self.id} needs inputs {', '.join(f'{n}=' for n in missing)}.")
+        arrays = {name: _as_array(values, name) for name, values in given.items()}
+        lengths = {name: len(values) for name, values in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{self.id}: input columns differ in length: {lengths}.")
+        return arrays
+
+
+def _under_float32(root: nn.Module, module: nn.Module) -> bool:
+    """True when ``module`` sits inside a submodule marked ``keep_float32``."""
+    for parent in root.modules():
+        if getattr(parent, "keep_float32", False) and any(m is module for m in parent.modules()):
+            return True
+    return False
+
+
+def _is_table(inputs: Any) -> bool:
+    return (
+        isinstance(inputs, Mapping) or hasattr(inputs, "column_names") or hasattr(inputs, "columns")
+    )
+
+
+def _table_names(inputs: Any) -> list[str]:
+    if isinstance(inputs, Mapping):
+        return list(inputs)
+    if hasattr(inputs, "column_names"):
+        return list(inputs.column_names)
+    return list(inputs.columns)
+
+
+def _table_column(inputs: Any, name: str) -> Any:
+    column = inputs[name]
+    if hasattr(column, "to_numpy") and hasattr(column, "combine_chunks"):  # pyarrow
+        return column.to_numpy(zero_copy_only=False)
+    return column
+
+
+def _as_array(values: Any, name: str) -> np.ndarray:
+    """One input column as a 1-D numpy array (numbers as float64, anything else as objects)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        return values
+    if hasattr(values, "to_numpy"):  # pandas Series, pyarrow arrays
+        return np.asarray(values.to_numpy())
+    if isinstance(values, str | bytes | os.PathLike) or np.isscalar(values):
+        values = [values]
+    values = list(values)
+    if values and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
+    ):
+        return np.asarray(values, dtype=np.float64)
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
