@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -252,3 +254,46 @@ def test_cli_embed_merge_and_covariates(tmp_path):
     result = runner.invoke(app, ["covariates", "build", "--out", str(tif)])
     assert result.exit_code == 0, result.output
     assert "15 bands: elevation, bio1, bio4" in result.output and tif.is_file()
+
+
+def test_embed_photos_names_and_places_with_a_media_root(tmp_path, tiny_clip, photos, loc_encoder):
+    import shutil
+
+    folder, _ = tiny_clip
+    media = tmp_path / "media"
+    media.mkdir()
+    good, corrupt, _ = photos
+    names = []
+    for path in [*good, corrupt]:
+        shutil.copy(path, media / Path(path).name)
+        names.append(Path(path).name)
+    records = tmp_path / "obs.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b", "c", "d"],
+                "latitude": [10.0, 20.0, 30.0, 40.0],
+                "longitude": [1.0, 2.0, 3.0, 4.0],
+                "file_name": names,
+                "genus": ["Quercus", "Canis", None, "Corvus"],
+                "species": ["alba", "lupus", None, "corax"],
+            }
+        ),
+        records,
+    )
+    out = tmp_path / "emb.parquet"
+    summary = embed_records(
+        records,
+        out,
+        modalities="image,text,loc",
+        encoders={"image": f"local-dir:{folder}", "text": str(folder), "loc": loc_encoder},
+        root=media,
+    )
+    assert summary.failed == {"image": 1, "text": 1, "loc": 0}
+    batch = read_embeddings(out).load()
+    assert list(batch.ids) == ["a", "b", "c", "d"]
+    assert batch.present["image"].tolist() == [True, True, True, False]
+    assert batch.present["text"].tolist() == [True, True, False, True]
+    assert batch.columns.column("image_source").to_pylist() == names
+    errors = pq.read_table(errors_path(out)).to_pylist()
+    assert {(e["id"], e["modality"]) for e in errors} == {("d", "image"), ("c", "text")}

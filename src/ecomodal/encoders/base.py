@@ -296,6 +296,38 @@ class Encoder(abc.ABC):
         return arrays
 
 
+def prepare_rows(
+    fn: Any, values: np.ndarray, column: str, *, workers: int | None = None
+) -> tuple[list[Any], np.ndarray, list[tuple[int, str, str]]]:
+    """Apply ``fn`` (decode + preprocess one row) to each value on a thread pool.
+
+    Returns (outputs of the rows that worked, their offsets, [(offset, column, reason)]) where a
+    row fails when ``fn`` raises an EcomodalError or ValueError; its message is the reason.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(value: Any) -> tuple[bool, Any]:
+        try:
+            return True, fn(value)
+        except (EcomodalError, ValueError) as err:
+            return False, str(err)
+
+    workers = workers or max(1, min(8, torch.get_num_threads()))
+    if len(values) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(run, values))
+    else:
+        results = [run(value) for value in values]
+    outputs, rows, errors = [], [], []
+    for offset, (ok, result) in enumerate(results):
+        if ok:
+            outputs.append(result)
+            rows.append(offset)
+        else:
+            errors.append((offset, column, result))
+    return outputs, np.asarray(rows, dtype=np.int64), errors
+
+
 def _under_float32(root: nn.Module, module: nn.Module) -> bool:
     """True when ``module`` sits inside a submodule marked ``keep_float32``."""
     for parent in root.modules():

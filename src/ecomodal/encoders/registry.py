@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ecomodal.encoders.base import Encoder
+from ecomodal.errors import UnknownModalityError
 from ecomodal.hub import parse_model_spec, resolve_model_dir
 from ecomodal.io.checkpoints import CONFIG_NAME, TORCH_WEIGHTS_NAMES, WEIGHTS_NAME
 from ecomodal.modalities import check_modality
@@ -93,8 +94,44 @@ def load_encoder(
         return load_environment_encoder(
             folder, encoder_id=encoder_id, device=device, precision=precision, **options
         )
-    raise NotImplementedError(
-        f"No encoder for modality {modality!r} is available in this version of ecomodal yet."
+    if modality in ("image", "text"):
+        from ecomodal.encoders.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, load_clip_encoder
+
+        folder = resolve_model_dir(
+            target, [OPEN_CLIP_CONFIG], cache_dir=cache_dir, optional=list(OPEN_CLIP_WEIGHTS)
+        )
+        if modality == "text":
+            options.pop("preprocess", None)
+        return load_clip_encoder(
+            modality,
+            folder,
+            encoder_id=encoder_id,
+            licence=(entry or {}).get("licence", "unknown"),
+            device=device,
+            precision=precision,
+            **options,
+        )
+    if modality in ("sat", "audio"):
+        from ecomodal.encoders.audio import load_audio_encoder
+        from ecomodal.encoders.satellite import load_satellite_encoder
+
+        folder = resolve_model_dir(
+            target,
+            ["config.json"],
+            cache_dir=cache_dir,
+            optional=["model.safetensors", "pytorch_model.bin", "preprocessor_config.json"],
+        )
+        loader = load_satellite_encoder if modality == "sat" else load_audio_encoder
+        return loader(
+            folder,
+            encoder_id=encoder_id,
+            licence=(entry or {}).get("licence", "unknown"),
+            device=device,
+            precision=precision,
+            **options,
+        )
+    raise UnknownModalityError(
+        f"No encoder is registered for modality {modality!r}; pass an Encoder instance instead."
     )
 
 

@@ -1,0 +1,198 @@
+"""``image`` and ``text``: BioCLIP / TaxaBind towers through open_clip.
+
+The checkpoint is an open_clip folder or hub repo (``open_clip_config.json`` + weights), e.g.
+``hf-hub:MVRL/taxabind-vit-b-16``. Photos are preprocessed as TaxaBind trained them (resize
+256 x 256, centre-crop 224, ImageNet statistics) unless the entry says otherwise; text is the
+taxonomic string, tokenised by open_clip (context 77).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.errors import CheckpointError
+from ecomodal.io.media import CLIP_MEAN, CLIP_STD, ImagePreprocess
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
+_CACHE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _require_open_clip():
+    try:
+        import open_clip
+    except ImportError as err:
+        raise ImportError(
+            "The image and text encoders need open_clip; install them with "
+            "`pip install 'ecomodal[vision]'`."
+        ) from err
+    return open_clip
+
+
+def load_open_clip(folder: str | Path) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from an open_clip checkpoint folder, shared between the image and text
+    encoders of one process."""
+    folder = Path(folder).resolve()
+    key = str(folder)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        open_clip = _require_open_clip()
+        config = folder / OPEN_CLIP_CONFIG
+        if not config.is_file():
+            raise CheckpointError(
+                f"{folder} has no {OPEN_CLIP_CONFIG}; it is not an open_clip model."
+            )
+        weights = [folder / name for name in OPEN_CLIP_WEIGHTS if (folder / name).is_file()]
+        if not weights:
+            raise CheckpointError(
+                f"{folder} has no open_clip weights (expected one of {', '.join(OPEN_CLIP_WEIGHTS)})."
+            )
+        try:
+            model = open_clip.create_model(f"local-dir:{folder}", device="cpu")
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{folder}: the open_clip weights do not fit the config: {err}"
+            ) from err
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        _CACHE[key] = (model.eval(), tokenizer)
+        return _CACHE[key]
+
+
+def read_open_clip_config(folder: str | Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(folder) / OPEN_CLIP_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"{Path(folder) / OPEN_CLIP_CONFIG} is not readable JSON: {err}"
+        ) from err
+
+
+class _ImageTower(nn.Module):
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(pixels)
+
+
+class _TextTower(nn.Module):
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+class ImageEncoder(Encoder):
+    """Photos (paths, bytes or PIL images) -> [N, 512] with the CLIP image tower."""
+
+    input_columns = ("image",)
+    default_batch_size = 32
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, preprocess: ImagePreprocess, **kw):
+        super().__init__(model, info, **kw)
+        self.preprocess = preprocess
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        arrays, rows, errors = prepare_rows(self.preprocess, columns["image"], "image")
+        pixels = torch.from_numpy(np.stack(arrays)) if arrays else None
+        return Prepared(pixels, rows, errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        return model(inputs.to(self.device))
+
+
+class TextEncoder(Encoder):
+    """Taxonomic strings -> [N, 512] with the CLIP text tower."""
+
+    input_columns = ("text",)
+    default_batch_size = 256
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, tokenizer: Any, **kw):
+        super().__init__(model, info, **kw)
+        self.tokenizer = tokenizer
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        texts, rows, errors = [], [], []
+        for offset, value in enumerate(columns["text"]):
+            if not isinstance(value, str) or not value.strip():
+                errors.append((offset, "text", f"no text to encode (got {value!r})"))
+                continue
+            texts.append(value.strip())
+            rows.append(offset)
+        tokens = self.tokenizer(texts) if texts else None
+        return Prepared(tokens, np.asarray(rows, dtype=np.int64), errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        return model(inputs.to(self.device))
+
+
+def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:
+    """Preprocessing named by a registry entry: ``"taxabind"`` (default) or ``"clip"``."""
+    from ecomodal.encoders.registry import taxabind_config
+
+    style = options.get("preprocess", "taxabind")
+    if style == "clip":
+        return ImagePreprocess(
+            resize=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+        )
+    if style != "taxabind":
+        raise ValueError(f"Unknown image preprocessing {style!r}; expected 'taxabind' or 'clip'.")
+    config = taxabind_config()
+    size = int(config["image_resize"])
+    return ImagePreprocess(
+        resize=(size, size),
+        crop=int(config["image_crop"]),
+        mean=tuple(config["normalize_mean"]),
+        std=tuple(config["normalize_std"]),
+    )
+
+
+def load_clip_encoder(
+    modality: str,
+    folder: str | Path,
+    *,
+    encoder_id: str,
+    licence: str = "unknown",
+    device: str | None = None,
+    precision: str = "fp32",
+    preprocess: str = "taxabind",
+) -> Encoder:
+    """The ``image`` or ``text`` encoder of an open_clip checkpoint folder."""
+    clip, tokenizer = load_open_clip(folder)
+    config = read_open_clip_config(folder)
+    dim = int(config.get("model_cfg", config).get("embed_dim", 512))
+    info = EncoderInfo(
+        id=encoder_id,
+        modality=modality,
+        dim=dim,
+        licence=licence,
+        source=str(folder),
+        description=f"open_clip {modality} tower",
+    )
+    if modality == "image":
+        return ImageEncoder(
+            _ImageTower(clip), info, image_preprocess({"preprocess": preprocess}),
+            device=device, precision=precision,
+        )  # fmt: skip
+    return TextEncoder(_TextTower(clip), info, tokenizer, device=device, precision=precision)

@@ -1,0 +1,26 @@
+"""Loading transformers models from local folders (never the network, never remote code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ecomodal.errors import CheckpointError
+
+
+def load_transformers_model(model_class: Any, folder: str | Path) -> Any:
+    """``model_class.from_pretrained(folder)`` offline, with errors that name the folder."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} has no config.json; it is not a transformers model.")
+    if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        raise CheckpointError(f"{folder} has no model.safetensors (or pytorch_model.bin).")
+    try:
+        model = model_class.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{folder} is not a {model_class.__name__} checkpoint: {err}"
+        ) from err
+    return model.eval()

@@ -1,0 +1,82 @@
+"""``sat``: the CLIP ViT-B/16 vision tower with projection (``MVRL/ecosat``), via transformers.
+
+Tiles are preprocessed as TaxaBind trained them: resize 256 x 256, centre-crop 224, ImageNet
+statistics; the output is ``image_embeds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.encoders.hf import load_transformers_model
+from ecomodal.io.media import ImagePreprocess
+
+
+class _VisionWithProjection(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).image_embeds
+
+
+class SatelliteEncoder(Encoder):
+    """Satellite tiles (paths, bytes or PIL images) -> [N, projection_dim]."""
+
+    input_columns = ("sat",)
+    default_batch_size = 32
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, preprocess: ImagePreprocess, **kw):
+        super().__init__(model, info, **kw)
+        self.preprocess = preprocess
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        arrays, rows, errors = prepare_rows(self.preprocess, columns["sat"], "sat")
+        pixels = torch.from_numpy(np.stack(arrays)) if arrays else None
+        return Prepared(pixels, rows, errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        return model(inputs.to(self.device))
+
+
+def load_satellite_encoder(
+    folder: str | Path,
+    *,
+    encoder_id: str,
+    licence: str = "unknown",
+    device: str | None = None,
+    precision: str = "fp32",
+) -> SatelliteEncoder:
+    """A sat encoder from a transformers ``CLIPVisionModelWithProjection`` folder."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from ecomodal.encoders.registry import taxabind_config
+
+    model = load_transformers_model(CLIPVisionModelWithProjection, folder)
+    config = taxabind_config()
+    size = int(config["sat_resize"])
+    preprocess = ImagePreprocess(
+        resize=(size, size),
+        crop=int(config["sat_crop"]),
+        mean=tuple(config["normalize_mean"]),
+        std=tuple(config["normalize_std"]),
+    )
+    info = EncoderInfo(
+        id=encoder_id,
+        modality="sat",
+        dim=int(model.config.projection_dim),
+        licence=licence,
+        source=str(folder),
+        description="CLIP vision tower with projection (transformers)",
+    )
+    return SatelliteEncoder(
+        _VisionWithProjection(model), info, preprocess, device=device, precision=precision
+    )

@@ -1,0 +1,130 @@
+"""Decoding media for the encoders: photos and satellite tiles (Pillow), sounds (soundfile + soxr).
+
+Every function raises :class:`MediaError` with a short reason (the encoders turn it into a row
+error); nothing here depends on torchvision or torchaudio.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecomodal.errors import EcomodalError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class MediaError(EcomodalError, ValueError):
+    """A photo or sound that cannot be read or decoded."""
+
+
+def _source_bytes_or_path(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise MediaError("no file given")
+    if isinstance(value, bytes | bytearray | memoryview):
+        if not len(value):
+            raise MediaError("empty file")
+        return io.BytesIO(bytes(value))
+    if isinstance(value, str | os.PathLike):
+        text = os.fspath(value)
+        if "://" in text:
+            raise MediaError(f"{text} is a URL; download the media first (ecomodal fetch)")
+        path = Path(text)
+        if not path.is_file():
+            raise MediaError(f"file {path} does not exist")
+        if path.stat().st_size == 0:
+            raise MediaError(f"file {path} is empty")
+        return path
+    raise MediaError(f"cannot read media from a {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Resize, centre-crop and normalise a photo to a [3, crop, crop] float32 array.
+
+    ``resize`` is ``(width, height)`` for a plain resize (TaxaBind: 256 x 256) or an int for
+    "shortest side" (CLIP). Interpolation is bilinear (antialiased) or bicubic.
+    """
+
+    resize: int | tuple[int, int] = (256, 256)
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __call__(self, value: Any) -> np.ndarray:
+        from PIL import Image
+
+        image = load_image(value)
+        resample = (
+            Image.Resampling.BICUBIC
+            if self.interpolation == "bicubic"
+            else Image.Resampling.BILINEAR
+        )
+        if isinstance(self.resize, int):
+            width, height = image.size
+            scale = self.resize / min(width, height)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        else:
+            size = tuple(self.resize)
+        image = image.resize(size, resample=resample)
+        width, height = image.size
+        if width < self.crop or height < self.crop:
+            raise MediaError(f"image resized to {width}x{height} is smaller than the crop")
+        left = int(round((width - self.crop) / 2.0))
+        top = int(round((height - self.crop) / 2.0))
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def load_image(value: Any):
+    """A decoded RGB ``PIL.Image`` from a path, bytes or an Image; MediaError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    source = _source_bytes_or_path(value)
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MediaError(f"cannot decode image: {err}") from None
+
+
+# ---------------------------------------------------------------------------- audio
+def load_audio(value: Any, *, sample_rate: int = 48_000) -> np.ndarray:
+    """A mono float32 waveform at ``sample_rate`` from a path (wav, flac, ogg, mp3, ...), bytes,
+    or a ``(waveform, rate)`` pair; channels are averaged, resampling uses soxr."""
+    if isinstance(value, tuple) and len(value) == 2:
+        waveform, rate = np.asarray(value[0], dtype=np.float32), int(value[1])
+    else:
+        import soundfile
+
+        source = _source_bytes_or_path(value)
+        try:
+            waveform, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise MediaError(f"cannot decode audio: {err}") from None
+    if waveform.ndim == 2:
+        waveform = waveform.mean(axis=1)  # [frames, channels] -> mono
+    if waveform.size == 0:
+        raise MediaError("the recording is empty")
+    if not np.isfinite(waveform).all():
+        raise MediaError("the recording holds NaN or inf samples")
+    if rate != sample_rate:
+        import soxr
+
+        waveform = soxr.resample(waveform, rate, sample_rate)
+    return np.ascontiguousarray(waveform, dtype=np.float32)
