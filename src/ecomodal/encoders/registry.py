@@ -94,6 +94,12 @@ def load_encoder(
         return load_environment_encoder(
             folder, encoder_id=encoder_id, device=device, precision=precision, **options
         )
+    if target in ("package:efficientnet-lite0", "package:minilm"):
+        from ecomodal.encoders.offline import load_offline_encoder
+
+        return load_offline_encoder(
+            modality, encoder_id=encoder_id, device=device, precision=precision, **options
+        )
     if modality in ("image", "text"):
         from ecomodal.encoders.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, load_clip_encoder
 

