@@ -108,13 +108,113 @@ def bench_environment(n_points: int, rounds: int) -> dict:
     }
 
 
+def _photos(folder, n: int) -> list[str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = f"{folder}/photo{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _clips(folder, n: int) -> list[str]:
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = f"{folder}/clip{i}.wav"
+        soundfile.write(path, rng.normal(0, 0.1, (44_100 * 8, 2)).astype(np.float32), 44_100)
+        paths.append(path)
+    return paths
+
+
+def _time_encoder(encoder, inputs, rounds: int) -> dict:
+    encoder.encode(inputs[: encoder.default_batch_size])  # warm-up
+    out = {}
+    for precision in ("fp32", "bf16"):
+        rates = [
+            _rate(lambda p=precision: encoder.encode(inputs, precision=p), len(inputs))
+            for _ in range(rounds)
+        ]
+        out[precision] = statistics.median(rates)
+    full, half = encoder.encode(inputs), encoder.encode(inputs, precision="bf16")
+    return {
+        "rows": len(inputs),
+        "batch_size": encoder.default_batch_size,
+        "rows_per_s": out,
+        "min_cosine_bf16_vs_fp32": float((full * half).sum(1).min()),
+    }
+
+
+def bench_media(rows: int, rounds: int) -> dict:
+    """Image, text, sat and audio encoders of the published sizes (random weights: the hub is
+    out of reach here), and the offline encoders with their real weights."""
+    import tempfile
+
+    import open_clip
+    import transformers
+    from safetensors.torch import save_file
+
+    from ecomodal.encoders import load_encoder
+
+    results = {}
+    texts = [
+        f"Animalia Chordata Aves Passeriformes Corvidae Corvus species{i}" for i in range(rows * 8)
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        clip_dir = f"{folder}/clip"
+        import os
+
+        os.makedirs(clip_dir)
+        config = open_clip.get_model_config("ViT-B-16")
+        with open(f"{clip_dir}/open_clip_config.json", "w") as handle:
+            json.dump({"model_cfg": config}, handle)
+        model = open_clip.create_model("ViT-B-16")
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            f"{clip_dir}/open_clip_model.safetensors",
+        )
+        del model
+        photos = _photos(folder, rows)
+        results["image (ViT-B/16, TaxaBind preprocessing)"] = _time_encoder(
+            load_encoder("image", clip_dir), photos, rounds
+        )
+        results["text (BioCLIP text tower)"] = _time_encoder(
+            load_encoder("text", clip_dir), texts, rounds
+        )
+        sat_config = transformers.CLIPVisionConfig(patch_size=16, projection_dim=512)
+        transformers.CLIPVisionModelWithProjection(sat_config).save_pretrained(f"{folder}/sat")
+        results["sat (CLIP ViT-B/16 vision + projection)"] = _time_encoder(
+            load_encoder("sat", f"{folder}/sat"), photos, rounds
+        )
+        audio_config = transformers.ClapAudioConfig(enable_fusion=True, projection_dim=512)
+        transformers.ClapAudioModelWithProjection(audio_config).save_pretrained(f"{folder}/audio")
+        clips = _clips(folder, max(4, rows // 4))
+        results["audio (CLAP HTSAT-fused, 8 s clips)"] = _time_encoder(
+            load_encoder("audio", f"{folder}/audio"), clips, rounds
+        )
+        results["image offline (EfficientNet-Lite0)"] = _time_encoder(
+            load_encoder("image", "efficientnet-lite0"), photos, rounds
+        )
+        results["text offline (all-MiniLM-L6-v2)"] = _time_encoder(
+            load_encoder("text", "minilm"), texts, rounds
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--media-rows", type=int, default=64, help="photos per media encoder")
+    parser.add_argument("--skip-media", action="store_true", help="only loc and env")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     results = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -134,6 +234,15 @@ def main() -> None:
     for name, rate in env["rows_per_s"].items():
         print(f"env  ecomodal {name:19s} {rate:10,.0f} rows/s")
     print(f"env  cosine bf16 vs fp32 >= {env['min_cosine_bf16_vs_fp32']:.6f}")
+    if not args.skip_media:
+        results["media"] = bench_media(args.media_rows, args.rounds)
+        for name, row in results["media"].items():
+            rates = row["rows_per_s"]
+            print(
+                f"{name:44s} fp32 {rates['fp32']:8,.1f} rows/s  bf16 {rates['bf16']:8,.1f} rows/s "
+                f"(batch {row['batch_size']}, cosine bf16 vs fp32 >= "
+                f"{row['min_cosine_bf16_vs_fp32']:.4f})"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -1,5 +1,7 @@
 """ecomodal: one embedding space for photos, names, places, satellite views, climate and sounds."""
 
+from ecomodal.embed import embed_records, merge_embeddings
+from ecomodal.encoders import Encoder, EncoderInfo, list_encoders, load_encoder
 from ecomodal.errors import (
     CheckpointError,
     EcomodalError,
@@ -9,6 +11,7 @@ from ecomodal.errors import (
     UnknownModalityError,
 )
 from ecomodal.inference import complete_table
+from ecomodal.io.records import read_records
 from ecomodal.io.tables import (
     EmbeddingBatch,
     EmbeddingTable,
@@ -28,6 +31,8 @@ __all__ = [
     "CheckpointError",
     "Completion",
     "EcomodalError",
+    "Encoder",
+    "EncoderInfo",
     "EmbeddingBatch",
     "EmbeddingTable",
     "EmbeddingTableWriter",
@@ -38,8 +43,13 @@ __all__ = [
     "TableFormatError",
     "UnknownModalityError",
     "complete_table",
+    "embed_records",
     "import_multinat",
+    "list_encoders",
+    "load_encoder",
     "load_model",
+    "merge_embeddings",
     "read_embeddings",
+    "read_records",
     "write_embeddings",
 ]

@@ -286,6 +286,40 @@ def embed_merge_command(
     _print_embed_summary(merge_embeddings(inputs, out))
 
 
+@app.command("fetch")
+def fetch_command(
+    records: Annotated[Path, typer.Option(help="Observation table: CSV or Parquet.")],
+    columns: Annotated[
+        str, typer.Option(help="Comma-separated URL columns, e.g. image_url,sound_url.")
+    ],
+    root: Annotated[Path, typer.Option(help="Media folder: files go to ROOT/COLUMN/ID.ext.")],
+    max_concurrency: Annotated[int, typer.Option(help="Requests in flight at most.")] = 8,
+    rate: Annotated[float, typer.Option(help="Requests per second per host (0: no limit).")] = 4.0,
+    retries: Annotated[int, typer.Option(help="Retries after the first attempt.")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request times out.")] = 30.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Download the photos, sounds and tiles that a records table links to (resumable)."""
+    from ecomodal.io.fetch import fetch_media
+
+    summary = fetch_media(
+        records,
+        columns,
+        root,
+        max_concurrency=max_concurrency,
+        per_host_rate=rate or None,
+        retries=retries,
+        timeout=timeout,
+        show_progress=progress,
+    )
+    typer.echo(
+        f"{summary.downloaded} downloaded, {summary.skipped} already there, {summary.failed} "
+        f"failed of {summary.requested} ({summary.bytes:,} bytes) into {root}"
+    )
+    if summary.failed:
+        typer.echo(f"failures: {summary.failures_path}")
+
+
 @covariates_app.command("build")
 def covariates_build_command(
     out: Annotated[
