@@ -119,6 +119,7 @@ def complete_command(
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
     seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Infer every modality of every row; writes <modality>_hat columns and sigma_l1."""
@@ -133,6 +134,7 @@ def complete_command(
         batch_size=batch_size,
         seed=seed,
         device=device,
+        precision=precision,
         show_progress=progress,
     )
     typer.echo(

@@ -41,6 +41,7 @@ def complete_table(
     batch_size: int = 4096,
     seed: int = 0,
     device: str | None = None,
+    precision: str = "fp32",
     show_progress: bool = True,
 ) -> CompleteSummary:
     """Complete every modality of every row of the table ``data`` and write ``out``.
@@ -48,7 +49,8 @@ def complete_table(
     The output holds the input's ``id`` and every other column unchanged, each completed modality
     as ``<modality>_hat`` and the uncertainty ``sigma_l1``. ``visible=None`` conditions each row on
     whatever it has. The table is streamed in ``batch_size`` rows, so memory stays bounded, and
-    ``out`` appears only once complete.
+    ``out`` appears only once complete. ``precision="bf16"`` runs the matrix products in
+    bfloat16.
     """
     model = load_model(model, device=device)
     table = read_embeddings(data)
@@ -78,6 +80,7 @@ def complete_table(
                 seed=mix_seed(seed, index),
                 batch_size=min(batch_size, 1024),
                 device=device,
+                precision=precision,
             )
             writer.write(
                 _completed_batch(batch, result.embeddings, result.sigma_l1, model.modalities)

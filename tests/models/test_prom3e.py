@@ -148,6 +148,20 @@ def test_complete_outputs_and_determinism(published):
     np.testing.assert_allclose(chunked.embeddings, a.embeddings, atol=1e-6)
 
 
+def test_bf16_completion_stays_close_to_float32(published):
+    model, _ = _pair(published)
+    x = _inputs(batch=64).numpy()
+    full = model.complete(x, visible=["image", "loc"], n_samples=0)
+    half = model.complete(x, visible=["image", "loc"], n_samples=0, precision="bf16")
+    assert half.embeddings.dtype == np.float32
+    assert not np.array_equal(full.embeddings, half.embeddings)  # bf16 really ran
+    cosine = (full.embeddings * half.embeddings).sum(-1)
+    assert cosine.min() > 0.999
+    np.testing.assert_allclose(half.sigma_l1, full.sigma_l1, rtol=2e-2)
+    with pytest.raises(ValueError, match="Unknown precision"):
+        model.complete(x, visible=["image"], precision="fp16")
+
+
 def test_sample_latent_uses_one_scalar_per_draw():
     mu = torch.zeros(4, 8)
     logvar = torch.log(torch.full((4, 8), 4.0))

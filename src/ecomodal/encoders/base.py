@@ -9,10 +9,9 @@ cannot be encoded (a corrupt photo, an invalid coordinate) either raise, naming 
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,9 +20,8 @@ import torch
 from torch import nn
 
 from ecomodal.errors import EcomodalError
+from ecomodal.precision import check_precision, precision_context
 from ecomodal.progress import progress_bar
-
-PRECISIONS = ("fp32", "bf16")
 
 
 class InvalidInputError(EcomodalError, ValueError):
@@ -72,24 +70,7 @@ class Prepared:
     errors: list[tuple[int, str, str]]  # (offset in batch, column, reason)
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}."
-        )
-    return precision
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Inference mode plus, for ``bf16``, bfloat16 autocast (weights cast once per context)."""
-    check_precision(precision)
-    with torch.inference_mode():
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+_MATMUL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
 
 
 class Encoder(abc.ABC):
@@ -152,25 +133,33 @@ class Encoder(abc.ABC):
 
     def model_for(self, precision: str) -> nn.Module:
         """The module that runs at ``precision``: ``self.model``, or for ``bf16`` a cached copy
-        with bfloat16 weights (so autocast need not cast them on every batch). Submodules with
-        ``keep_float32 = True`` stay in float32. The copy is remade when the weights change."""
+        whose matrix-product weights (linear, convolution, attention projections) are bfloat16,
+        so autocast need not cast them on every batch; normalisation layers, embeddings and
+        submodules marked ``keep_float32 = True`` stay float32. The copy is remade when the
+        weights change."""
         if precision == "fp32":
             return self.model
         params = list(self.model.parameters())
         key = (self.device, tuple((p.data_ptr(), p._version) for p in params))
         if self._half is None or self._half[0] != key:
-            half = copy.deepcopy(self.model).to(self.device)
+            half = copy.deepcopy(self.model).to(self.device).eval()
+            kept = {
+                id(m)
+                for root in half.modules()
+                if getattr(root, "keep_float32", False)
+                for m in root.modules()
+            }
             for module in half.modules():
-                if getattr(module, "keep_float32", False):
+                if id(module) in kept or not isinstance(module, _MATMUL_MODULES):
                     continue
                 for name, param in module.named_parameters(recurse=False):
-                    if param.is_floating_point() and not _under_float32(half, module):
+                    if param.is_floating_point() and param.ndim >= 2:
                         setattr(
                             module,
                             name,
                             nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False),
                         )
-            self._half = (key, half.eval())
+            self._half = (key, half)
         return self._half[1]
 
     # ------------------------------------------------------------------ public API
@@ -326,14 +315,6 @@ def prepare_rows(
         else:
             errors.append((offset, column, result))
     return outputs, np.asarray(rows, dtype=np.int64), errors
-
-
-def _under_float32(root: nn.Module, module: nn.Module) -> bool:
-    """True when ``module`` sits inside a submodule marked ``keep_float32``."""
-    for parent in root.modules():
-        if getattr(parent, "keep_float32", False) and any(m is module for m in parent.modules()):
-            return True
-    return False
 
 
 def _is_table(inputs: Any) -> bool:
