@@ -122,3 +122,28 @@ def test_transformers_folders_without_weights_are_clear(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_encoder("sat", str(tmp_path))
+
+
+def test_m4a_decodes_through_pyav(tmp_path):
+    av = pytest.importorskip("av")
+    path = tmp_path / "call.m4a"
+    rate = 44_100
+    tone = _tone(2.0, rate, 2).T.copy()  # [channels, frames]
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate, layout="stereo")
+        for start in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    wave = load_audio(path)
+    assert abs(len(wave) / 48_000 - 2.0) < 0.1  # about 2 s at 48 kHz
+    expected_rms = np.sqrt((tone.mean(axis=0) ** 2).mean())
+    assert np.sqrt((wave**2).mean()) == pytest.approx(expected_rms, rel=0.05)
+    (tmp_path / "bad.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(64))
+    with pytest.raises(MediaError, match="cannot decode audio"):
+        load_audio(tmp_path / "bad.m4a")

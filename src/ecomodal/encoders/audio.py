@@ -82,7 +82,7 @@ class AudioEncoder(Encoder):
 
     def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
         features, is_longer = inputs
-        return model(features.to(self.device), is_longer.to(self.device))
+        return model(features.to(self.device, self.input_dtype(model)), is_longer.to(self.device))
 
 
 def clap_feature_extractor(folder: str | Path) -> Any:

@@ -70,9 +70,6 @@ class Prepared:
     errors: list[tuple[int, str, str]]  # (offset in batch, column, reason)
 
 
-_MATMUL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
-
-
 class Encoder(abc.ABC):
     """Base class of every modality encoder.
 
@@ -132,35 +129,24 @@ class Encoder(abc.ABC):
         [n, dim] (not yet normalised)."""
 
     def model_for(self, precision: str) -> nn.Module:
-        """The module that runs at ``precision``: ``self.model``, or for ``bf16`` a cached copy
-        whose matrix-product weights (linear, convolution, attention projections) are bfloat16,
-        so autocast need not cast them on every batch; normalisation layers, embeddings and
-        submodules marked ``keep_float32 = True`` stay float32. The copy is remade when the
-        weights change."""
+        """The module that runs at ``precision``: ``self.model``, or for ``bf16`` a cached
+        bfloat16 copy (weights cast once, not by autocast on every batch; submodules marked
+        ``keep_float32 = True`` stay float32). The copy is remade when the weights change."""
         if precision == "fp32":
             return self.model
         params = list(self.model.parameters())
         key = (self.device, tuple((p.data_ptr(), p._version) for p in params))
         if self._half is None or self._half[0] != key:
-            half = copy.deepcopy(self.model).to(self.device).eval()
-            kept = {
-                id(m)
-                for root in half.modules()
-                if getattr(root, "keep_float32", False)
-                for m in root.modules()
-            }
-            for module in half.modules():
-                if id(module) in kept or not isinstance(module, _MATMUL_MODULES):
-                    continue
-                for name, param in module.named_parameters(recurse=False):
-                    if param.is_floating_point() and param.ndim >= 2:
-                        setattr(
-                            module,
-                            name,
-                            nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False),
-                        )
+            half = copy.deepcopy(self.model).to(self.device, torch.bfloat16).eval()
+            for original, copied in zip(self.model.modules(), half.modules(), strict=True):
+                if getattr(original, "keep_float32", False):
+                    copied.float().load_state_dict(original.state_dict())
             self._half = (key, half)
         return self._half[1]
+
+    def input_dtype(self, model: nn.Module) -> torch.dtype:
+        """The dtype of floating inputs for ``model`` (bfloat16 for the reduced-precision copy)."""
+        return torch.float32 if model is self.model else torch.bfloat16
 
     # ------------------------------------------------------------------ public API
     def encode(
@@ -376,7 +362,7 @@ class PixelEncoder(Encoder):
         return Prepared(pixels, rows, errors)
 
     def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        return model(inputs.to(self.device))
+        return model(inputs.to(self.device, self.input_dtype(model)))
 
 
 class StringEncoder(Encoder):

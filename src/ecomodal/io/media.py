@@ -104,19 +104,51 @@ def load_image(value: Any):
 
 
 # ---------------------------------------------------------------------------- audio
+def _decode_audio(source: Any) -> tuple[np.ndarray, int]:
+    """[frames, channels] float32 and the sample rate: soundfile (wav, flac, ogg, mp3), else PyAV
+    (its wheel carries ffmpeg: m4a/AAC and the rest)."""
+    import soundfile
+
+    try:
+        return soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        first = err
+    try:
+        import av
+    except ImportError:
+        raise MediaError(f"cannot decode audio: {first}") from None
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with av.open(source if isinstance(source, io.BytesIO) else str(source)) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise MediaError("cannot decode audio: the file has no audio stream")
+            chunks = [
+                frame.to_ndarray().astype(np.float32, copy=False).reshape(-1, frame.samples)
+                for frame in container.decode(stream)
+            ]
+            rate = int(stream.rate or stream.codec_context.sample_rate)
+    except MediaError:
+        raise
+    except Exception as err:  # PyAV raises many types for corrupt media
+        raise MediaError(f"cannot decode audio: {first}; ffmpeg: {err}") from None
+    if not chunks:
+        raise MediaError("the recording is empty")
+    planar = np.concatenate(chunks, axis=1)  # [channels, frames] (packed audio is interleaved)
+    channels = stream.codec_context.channels or 1
+    if planar.shape[0] == 1 and channels > 1:
+        planar = planar.reshape(-1, channels).T
+    return planar.T, rate
+
+
 def load_audio(value: Any, *, sample_rate: int = 48_000) -> np.ndarray:
-    """A mono float32 waveform at ``sample_rate`` from a path (wav, flac, ogg, mp3, ...), bytes,
-    or a ``(waveform, rate)`` pair; channels are averaged, resampling uses soxr."""
+    """A mono float32 waveform at ``sample_rate`` from a path (wav, flac, ogg, mp3, m4a, ...),
+    bytes, or a ``(waveform, rate)`` pair; channels are averaged, resampling uses soxr."""
     if isinstance(value, tuple) and len(value) == 2:
         waveform, rate = np.asarray(value[0], dtype=np.float32), int(value[1])
     else:
-        import soundfile
-
-        source = _source_bytes_or_path(value)
-        try:
-            waveform, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise MediaError(f"cannot decode audio: {err}") from None
+        waveform, rate = _decode_audio(_source_bytes_or_path(value))
     if waveform.ndim == 2:
         waveform = waveform.mean(axis=1)  # [frames, channels] -> mono
     if waveform.size == 0:
