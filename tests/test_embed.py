@@ -297,3 +297,46 @@ def test_embed_photos_names_and_places_with_a_media_root(tmp_path, tiny_clip, ph
     assert batch.columns.column("image_source").to_pylist() == names
     errors = pq.read_table(errors_path(out)).to_pylist()
     assert {(e["id"], e["modality"]) for e in errors} == {("d", "image"), ("c", "text")}
+
+
+def test_taxabench_layout_with_media_templates(tmp_path, tiny_clip, photos):
+    import shutil
+
+    folder, _ = tiny_clip
+    images = tmp_path / "taxabench_images"
+    images.mkdir()
+    good, _, _ = photos
+    shutil.copy(good[0], images / "101.jpg")
+    shutil.copy(good[1], images / "102.png")  # found through the glob
+    pacsv.write_csv(
+        pa.table(
+            {
+                "id": [101, 102, 103],
+                "image_url": ["https://static.inaturalist.org/photos/1/medium.jpg"] * 3,
+                "latitude": [1.0, 2.0, 3.0],
+                "longitude": [4.0, 5.0, 6.0],
+                "scientific_name": ["Corvus corax"] * 3,
+            }
+        ),
+        tmp_path / "test_df.csv",
+    )
+    out = tmp_path / "emb.parquet"
+    summary = embed_records(
+        tmp_path / "test_df.csv",
+        out,
+        modalities=["image"],
+        encoders={"image": str(folder)},
+        media=["image=taxabench_images/{id}.*"],
+    )
+    assert summary.written == 2 and summary.failed == {"image": 1}
+    assert list(read_embeddings(out).load().ids) == ["101", "102"]
+    errors = pq.read_table(errors_path(out)).to_pylist()
+    assert errors[0]["id"] == "103" and "does not exist" in errors[0]["reason"]
+    with pytest.raises(ValueError, match="names columns \\['species_id'\\]"):
+        embed_records(
+            tmp_path / "test_df.csv",
+            tmp_path / "other.parquet",
+            modalities=["image"],
+            encoders={"image": str(folder)},
+            media={"image": "x/{species_id}.jpg"},
+        )

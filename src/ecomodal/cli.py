@@ -231,6 +231,12 @@ def embed_command(
     shard: Annotated[
         str | None, typer.Option(help="I/N: embed the I-th of N slices (torchrun's rank if unset).")
     ] = None,
+    media: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=TEMPLATE media paths, e.g. image=taxabench_images/{id}.jpg (repeat)."
+        ),
+    ] = None,
     chunk_rows: Annotated[
         int, typer.Option(help="Rows per resumable chunk (a finished chunk is never redone).")
     ] = 16384,
@@ -262,6 +268,7 @@ def embed_command(
         shard=shard,
         chunk_rows=chunk_rows,
         encoder_options=options,
+        media=media,
         show_progress=progress,
     )
     _print_embed_summary(summary)

@@ -98,11 +98,23 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return shard
 
 
-def encoder_inputs(encoder: Encoder, records: pa.Table, root: Path | None) -> dict[str, np.ndarray]:
-    """The input columns ``encoder`` takes, from a records table (media paths joined to ``root``)."""
+def encoder_inputs(
+    encoder: Encoder,
+    records: pa.Table,
+    root: Path | None,
+    media: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The input columns ``encoder`` takes, from a records table (media paths joined to ``root``).
+
+    ``media`` maps an input column to a path template filled from each row, e.g.
+    ``{"image": "taxabench_images/{id}.jpg", "audio": "taxabench_sound/{id}.*"}``; a glob pattern
+    takes the first matching file.
+    """
     columns: dict[str, np.ndarray] = {}
     for name in encoder.input_columns:
-        if name == "text" and "text" not in records.column_names:
+        if media and name in media:
+            values = np.asarray(_fill_template(media[name], records, root), dtype=object)
+        elif name == "text" and "text" not in records.column_names:
             values = np.asarray(taxonomic_strings(records), dtype=object)
         elif name in records.column_names:
             values = records.column(name).to_numpy(zero_copy_only=False)
@@ -111,10 +123,55 @@ def encoder_inputs(encoder: Encoder, records: pa.Table, root: Path | None) -> di
                 f"Encoding {encoder.modality!r} needs a {name!r} column; the records have "
                 f"{records.column_names}. Map one with --column-map COLUMN={name}."
             )
-        if name in MEDIA_MODALITIES and root is not None:
+        if name in MEDIA_MODALITIES and root is not None and not (media and name in media):
             values = np.asarray([_join_root(root, v) for v in values], dtype=object)
         columns[name] = values
     return columns
+
+
+def parse_media_templates(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["image=photos/{id}.jpg"]`` (or a mapping) -> ``{"image": "photos/{id}.jpg"}``."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    templates = {}
+    for item in items:
+        name, sep, template = str(item).partition("=")
+        if not sep or not name.strip() or not template.strip():
+            raise ValueError(
+                f"Bad media template {item!r}; expected NAME=TEMPLATE, e.g. image={{id}}.jpg."
+            )
+        templates[name.strip()] = template.strip()
+    return templates
+
+
+def _fill_template(template: str, records: pa.Table, root: Path | None) -> list[str | None]:
+    import glob
+    import string
+
+    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    missing = [f for f in fields if f not in records.column_names]
+    if missing:
+        raise ValueError(
+            f"Media template {template!r} names columns {missing} that the records lack; they "
+            f"have {records.column_names}."
+        )
+    values = {f: records.column(f).to_pylist() for f in fields}
+    out: list[str | None] = []
+    for row in range(records.num_rows):
+        row_values = {f: values[f][row] for f in fields}
+        if any(v is None for v in row_values.values()):
+            out.append(None)
+            continue
+        path = template.format(**row_values)
+        if root is not None and not Path(path).is_absolute():
+            path = str(root / path)
+        if any(c in path for c in "*?["):
+            matches = sorted(glob.glob(path))
+            path = matches[0] if matches else path
+        out.append(path)
+    return out
 
 
 def _join_root(root: Path, value: Any) -> Any:
@@ -149,6 +206,7 @@ def embed_records(
     shard: tuple[int, int] | str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     encoder_options: Mapping[str, Mapping[str, Any]] | None = None,
+    media: Mapping[str, str] | Sequence[str] | None = None,
     show_progress: bool = False,
 ) -> EmbedSummary:
     """Embed the ``modalities`` of every row of ``records`` into the embedding table ``out``.
@@ -164,6 +222,8 @@ def embed_records(
             torchrun's RANK/WORLD_SIZE are used when no shard is given.
         encoder_options: per-modality options for :func:`ecomodal.load_encoder`
             (``{"env": {"covariates": "default"}}``).
+        media: path templates of media files per input column, filled from each row
+            (``{"image": "taxabench_images/{id}.jpg", "audio": "taxabench_sound/{id}.*"}``).
     """
     from ecomodal.encoders.registry import load_encoder
 
@@ -192,6 +252,7 @@ def embed_records(
                 modality, given, device=device, precision=precision, **options
             )
     root_path = Path(root) if root is not None else records.parent
+    templates = parse_media_templates(media)
 
     parts = target.with_name(target.name + ".parts")
     manifest = {
@@ -203,6 +264,7 @@ def embed_records(
         "encoders": {m: e.id for m, e in loaded.items()},
         "chunk_rows": chunk_rows,
         "rows": [start, stop],
+        "media": dict(sorted(templates.items())),
     }
     _open_parts(parts, manifest)
 
@@ -232,6 +294,7 @@ def embed_records(
                 dims,
                 encoder_names,
                 root_path,
+                templates,
                 batch_size,
                 advance,
             )
@@ -287,6 +350,7 @@ def _embed_chunk(
     dims: Mapping[str, int],
     encoder_names: Mapping[str, str],
     root: Path,
+    media: Mapping[str, str],
     batch_size: int | None,
     advance: Mapping[str, Any],
 ) -> None:
@@ -294,7 +358,8 @@ def _embed_chunk(
     embeddings, present = {}, {}
     errors: list[dict[str, Any]] = []
     for modality, encoder in encoders.items():
-        result = encoder.encode_rows(encoder_inputs(encoder, records, root), batch_size=batch_size)
+        inputs = encoder_inputs(encoder, records, root, media)
+        result = encoder.encode_rows(inputs, batch_size=batch_size)
         embeddings[modality] = result.embeddings
         present[modality] = result.valid
         for error in result.errors:

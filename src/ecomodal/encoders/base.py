@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import copy
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -79,6 +80,8 @@ class Encoder(abc.ABC):
 
     input_columns: tuple[str, ...] = ()
     default_batch_size: int = 256
+    #: False where bfloat16 falls below cosine 0.999 to float32: ``bf16`` then runs float32.
+    supports_bf16: bool = True
 
     def __init__(
         self,
@@ -210,6 +213,11 @@ class Encoder(abc.ABC):
             self.device = torch.device(device)
             self.model.to(self.device)
         precision = check_precision(precision or self.precision)
+        if precision == "bf16" and not self.supports_bf16:
+            warnings.warn(
+                f"{self.id} loses accuracy in bfloat16; it runs in float32.", stacklevel=2
+            )
+            precision = "fp32"
         out = np.full((n_rows, self.dim), np.nan, dtype=np.float32)
         valid = np.zeros(n_rows, dtype=bool)
         errors: list[RowError] = []
