@@ -42,6 +42,15 @@ def _parse_column_map(pairs: list[str] | None) -> dict[str, str] | None:
     return mapping
 
 
+def _numbers(text: str, kind: type, option: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{option} expects comma-separated numbers; got {text!r}."
+        ) from None
+
+
 @train_app.command("prom3e")
 def train_prom3e_command(
     data: Annotated[Path, typer.Option(help="Embedding table (Parquet) to train on.")],
@@ -63,6 +72,12 @@ def train_prom3e_command(
     mlp_dim: Annotated[int, typer.Option(help="Transformer MLP width.")] = 2048,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.1,
     masked_only: Annotated[bool, typer.Option(help="Reconstruct hidden modalities only.")] = False,
+    visible_counts: Annotated[
+        str, typer.Option(help="Training mask: how many modalities stay visible, e.g. 1,2.")
+    ] = "1,2",
+    visible_probs: Annotated[
+        str, typer.Option(help="Probabilities of those counts (published: 0.9,0.1).")
+    ] = "0.9,0.1",
     accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
     devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
     num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
@@ -92,6 +107,8 @@ def train_prom3e_command(
         val_fraction=val_fraction,
         model_config=model_config,
         modalities=modalities.split(",") if modalities else None,
+        visible_counts=_numbers(visible_counts, int, "--visible-counts"),
+        visible_probs=_numbers(visible_probs, float, "--visible-probs"),
         accelerator=accelerator,
         devices=int(devices) if devices.isdigit() else devices,
         num_nodes=num_nodes,

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 #: A ProM3E small enough to train in minutes on two CPU cores.
 QUICKSTART_MODEL = {"embed_dim": 256, "heads": 4, "mlp_dim": 512, "depth": 1, "dropout": 0.1}
+#: Training mask of the quickstart: 1 to 5 visible modalities, equally often. The published mask
+#: (1 visible with p=0.9, else 2) never shows the model 3 or more modalities, and with it the mean
+#: sigma_l1 does not fall as modalities are added (measured: 303.93, 303.97, 304.31 for 1, 2, 3);
+#: with every size seen in training it falls at each step, at the same completion quality.
+QUICKSTART_VISIBLE_COUNTS = (1, 2, 3, 4, 5)
+QUICKSTART_VISIBLE_PROBS = (0.2, 0.2, 0.2, 0.2, 0.2)
 
 
 def run_quickstart(
@@ -62,6 +68,8 @@ def run_quickstart(
         lr=lr,
         t0=max(epochs, 1),
         model_config=model_config or QUICKSTART_MODEL,
+        visible_counts=QUICKSTART_VISIBLE_COUNTS,
+        visible_probs=QUICKSTART_VISIBLE_PROBS,
         progress=show_progress,
     )
     model = load_model(result.best_dir)
@@ -116,6 +124,8 @@ def run_quickstart(
             "batch_size": batch_size,
             "lr": lr,
             "model": model_config or QUICKSTART_MODEL,
+            "visible_counts": list(QUICKSTART_VISIBLE_COUNTS),
+            "visible_probs": list(QUICKSTART_VISIBLE_PROBS),
             "test_rows": len(test),
             "train_rows": len(train),
         },

@@ -46,6 +46,23 @@ def test_geoclip_bf16_stays_close_to_float32(geoclip_encoder, points):
     assert not np.array_equal(full, half)  # bf16 really ran
 
 
+def test_bf16_reads_the_smooth_branch_off_a_table(geoclip_encoder, points):
+    from ecomodal.models.geoclip import TabulatedBranch, equal_earth_projection
+
+    assert geoclip_encoder.model.sigmas[0] == pytest.approx(1.0, rel=0.1)
+    half = geoclip_encoder.model_for("bf16")
+    assert isinstance(half.LocEnc0, TabulatedBranch)
+    assert not isinstance(half.LocEnc1, TabulatedBranch)  # sigma 16 and 256 are computed
+    assert geoclip_encoder.model_for("bf16") is half  # built once
+    lat, lon = points
+    projected = equal_earth_projection(torch.tensor(lat).float(), torch.tensor(lon).float())
+    with torch.inference_mode():
+        exact = geoclip_encoder.model.LocEnc0(projected)
+        table = half.LocEnc0(projected)
+    error = (table - exact).norm(dim=1) / exact.norm(dim=1)
+    assert error.max() < 0.03 and error.mean() < 0.006
+
+
 def test_encoder_reports_id_dim_and_licence(geoclip_encoder):
     assert geoclip_encoder.id == "geoclip"
     assert geoclip_encoder.modality == "loc"
