@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ecomodal.encoders.base import Encoder
 from ecomodal.errors import EcomodalError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.io.records import read_records, taxonomic_strings
+from ecomodal.io.records import parse_column_map, read_records, taxonomic_strings
 from ecomodal.io.tables import (
     EmbeddingTableWriter,
     read_embeddings,
@@ -259,7 +259,7 @@ def embed_records(
         "records": str(records.resolve()),
         "records_size": records.stat().st_size,
         "records_mtime_ns": records.stat().st_mtime_ns,
-        "column_map": dict(sorted(_column_map_dict(column_map).items())),
+        "column_map": dict(sorted(parse_column_map(column_map).items())),
         "modalities": list(modalities),
         "encoders": {m: e.id for m, e in loaded.items()},
         "chunk_rows": chunk_rows,
@@ -308,12 +308,6 @@ def embed_records(
             )
     shutil.rmtree(parts, ignore_errors=True)
     return summary
-
-
-def _column_map_dict(column_map: Any) -> dict[str, str]:
-    from ecomodal.io.records import parse_column_map
-
-    return parse_column_map(column_map)
 
 
 def _part(parts: Path, chunk_start: int) -> Path:
@@ -402,9 +396,7 @@ def _finish(
     errors_file = errors_path(target)
     with atomic_path(errors_file) as tmp:
         pq.write_table(errors, tmp)
-    failed = {m: 0 for m in dims}
-    for modality in errors.column("modality").to_pylist():
-        failed[modality] += 1
+    failed = _failed_counts(errors, dims)
     return EmbedSummary(
         out=str(target),
         errors=str(errors_file),
@@ -414,6 +406,14 @@ def _finish(
         failed=failed,
         rows_without_embedding=n_rows - written,
     )
+
+
+def _failed_counts(errors: pa.Table, dims: Mapping[str, int]) -> dict[str, int]:
+    """Rows that failed, per modality, from an errors table."""
+    failed = {m: 0 for m in dims}
+    for modality in errors.column("modality").to_pylist():
+        failed[modality] = failed.get(modality, 0) + 1
+    return failed
 
 
 def _concat_embeddings(
@@ -470,9 +470,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
     errors = pa.concat_tables(error_tables) if error_tables else ERROR_SCHEMA.empty_table()
     with atomic_path(errors_path(out)) as tmp:
         pq.write_table(errors, tmp)
-    failed = {m: 0 for m in dims}
-    for modality in errors.column("modality").to_pylist():
-        failed[modality] = failed.get(modality, 0) + 1
+    failed = _failed_counts(errors, dims)
     rows = sum(info["rows"] for info in infos) if infos else written
     return EmbedSummary(
         out=str(out),

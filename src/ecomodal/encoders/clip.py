@@ -142,7 +142,7 @@ class TextEncoder(StringEncoder):
 
 def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:
     """Preprocessing named by a registry entry: ``"taxabind"`` (default) or ``"clip"``."""
-    from ecomodal.encoders.registry import taxabind_config
+    from ecomodal.encoders.registry import taxabind_preprocess
 
     style = options.get("preprocess", "taxabind")
     if style == "clip":
@@ -151,14 +151,7 @@ def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:
         )
     if style != "taxabind":
         raise ValueError(f"Unknown image preprocessing {style!r}; expected 'taxabind' or 'clip'.")
-    config = taxabind_config()
-    size = int(config["image_resize"])
-    return ImagePreprocess(
-        resize=(size, size),
-        crop=int(config["image_crop"]),
-        mean=tuple(config["normalize_mean"]),
-        std=tuple(config["normalize_std"]),
-    )
+    return taxabind_preprocess("image")
 
 
 def load_clip_encoder(

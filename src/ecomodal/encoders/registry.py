@@ -27,6 +27,21 @@ def taxabind_config() -> dict[str, Any]:
     return json.loads(text)
 
 
+def taxabind_preprocess(kind: str = "image"):
+    """The photo (``"image"``) or tile (``"sat"``) preprocessing TaxaBind trained with: resize,
+    centre-crop and normalisation from :func:`taxabind_config`."""
+    from ecomodal.io.media import ImagePreprocess
+
+    config = taxabind_config()
+    size = int(config[f"{kind}_resize"])
+    return ImagePreprocess(
+        resize=(size, size),
+        crop=int(config[f"{kind}_crop"]),
+        mean=tuple(config["normalize_mean"]),
+        std=tuple(config["normalize_std"]),
+    )
+
+
 @cache
 def registered_encoders() -> dict[str, dict[str, dict[str, Any]]]:
     """``{modality: {name: entry}}`` from ``configs/registry.json``."""

@@ -13,7 +13,6 @@ from torch import nn
 
 from ecomodal.encoders.base import EncoderInfo, PixelEncoder
 from ecomodal.encoders.hf import load_transformers_model
-from ecomodal.io.media import ImagePreprocess
 
 
 class _VisionWithProjection(nn.Module):
@@ -42,17 +41,10 @@ def load_satellite_encoder(
     """A sat encoder from a transformers ``CLIPVisionModelWithProjection`` folder."""
     from transformers import CLIPVisionModelWithProjection
 
-    from ecomodal.encoders.registry import taxabind_config
+    from ecomodal.encoders.registry import taxabind_preprocess
 
     model = load_transformers_model(CLIPVisionModelWithProjection, folder)
-    config = taxabind_config()
-    size = int(config["sat_resize"])
-    preprocess = ImagePreprocess(
-        resize=(size, size),
-        crop=int(config["sat_crop"]),
-        mean=tuple(config["normalize_mean"]),
-        std=tuple(config["normalize_std"]),
-    )
+    preprocess = taxabind_preprocess("sat")
     info = EncoderInfo(
         id=encoder_id,
         modality="sat",
