@@ -1,0 +1,42 @@
+"""The ``ecomodal`` command line: a thin shell over the Python API.
+
+Each command group lives in its own module; this one assembles them into one app.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from ecomodal.cli import data, embed, encoders, prom3e, train
+from ecomodal.errors import EcomodalError
+
+app = typer.Typer(
+    name="ecomodal",
+    help="One embedding space for photos, names, places, satellite views, climate and sounds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(train.app, name="train")
+app.add_typer(data.app, name="data")
+app.add_typer(embed.app, name="embed")
+app.add_typer(encoders.covariates_app, name="covariates")
+app.add_typer(encoders.app, name="encoders")
+app.command("complete")(prom3e.complete_command)
+app.command("quickstart")(prom3e.quickstart_command)
+app.command("fetch")(embed.fetch_command)
+
+
+def main() -> None:
+    """Entry point: runs the app and turns ecomodal errors into one clear line and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except (EcomodalError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", err=True, fg="red")
+        sys.exit(2)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,48 @@
+"""`ecomodal data ...`: build and import data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecomodal.cli.common import parse_column_map
+
+app = typer.Typer(help="Build and import data sets.", no_args_is_help=True)
+
+
+@app.command("synthetic")
+def synthetic_command(
+    out: Annotated[Path, typer.Option(help="Output embedding table (Parquet).")],
+    n: Annotated[int, typer.Option(help="Number of observations.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and the sample.")] = 0,
+    n_species: Annotated[int, typer.Option(help="Number of species.")] = 100,
+    missing_rate: Annotated[float, typer.Option(help="Share of missing modalities.")] = 0.0,
+) -> None:
+    """Write the synthetic benchmark with known truth (species, places, six modalities)."""
+    from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
+    from ecomodal.io.tables import write_embeddings
+
+    config = SyntheticConfig(n_species=n_species, missing_rate=missing_rate)
+    path = write_embeddings(out, to_batch(make_synthetic(n, config=config, seed=seed)))
+    typer.echo(f"wrote {n} synthetic observations to {path}")
+
+
+@app.command("import-multinat")
+def import_multinat_command(
+    source: Annotated[Path, typer.Argument(help="MultiNat Parquet file or folder of them.")],
+    out: Annotated[Path, typer.Option(help="Output embedding table (Parquet).")],
+    column_map: Annotated[
+        list[str] | None, typer.Option(help="SOURCE=MODALITY, repeatable (e.g. img_emb=image).")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column holding observation ids.")] = None,
+) -> None:
+    """Import ProM3E's published precomputed embeddings into the ecomodal table format."""
+    from ecomodal.io.tables import import_multinat, read_embeddings
+
+    path = import_multinat(
+        source, out, column_map=parse_column_map(column_map), id_column=id_column
+    )
+    table = read_embeddings(path)
+    typer.echo(f"wrote {table.num_rows} rows with {', '.join(table.modalities)} to {path}")
