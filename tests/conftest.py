@@ -29,6 +29,12 @@ def load_benchmark_module(name: str):
 
 
 @pytest.fixture(scope="session")
+def benchmark_module():
+    """``benchmark_module(name)`` imports ``benchmarks/<name>.py``."""
+    return load_benchmark_module
+
+
+@pytest.fixture(scope="session")
 def published():
     """The straightforward published ProM3E implementation (oracle)."""
     return load_benchmark_module("published_prom3e")

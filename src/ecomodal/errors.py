@@ -25,3 +25,7 @@ class CheckpointError(EcomodalError, ValueError):
 
 class ModelNotFoundError(EcomodalError, FileNotFoundError):
     """A model spec that names no local folder and cannot be fetched from the hub."""
+
+
+class TrainingError(EcomodalError, FloatingPointError):
+    """Training cannot go on: a non-finite loss (named by its step) or unusable training data."""

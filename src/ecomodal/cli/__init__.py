@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from ecomodal.cli import data, embed, encoders, prom3e, train
+from ecomodal.cli import data, embed, encoders, maps, patch, prom3e, slurm, train
+from ecomodal.cli import eval as eval_cli
 from ecomodal.errors import EcomodalError
 
 app = typer.Typer(
@@ -27,6 +28,10 @@ app.add_typer(encoders.app, name="encoders")
 app.command("complete")(prom3e.complete_command)
 app.command("quickstart")(prom3e.quickstart_command)
 app.command("fetch")(embed.fetch_command)
+app.command("patch")(patch.patch_command)
+app.add_typer(slurm.app, name="slurm")
+app.add_typer(maps.app, name="map")
+app.command("eval")(eval_cli.eval_command)
 
 
 def main() -> None:

@@ -46,13 +46,46 @@ def complete_command(
 
 def quickstart_command(
     out: Annotated[Path, typer.Option(help="Folder for every output.")] = Path("quickstart-output"),
-    n: Annotated[int, typer.Option(help="Synthetic observations.")] = 12_000,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
+    n: Annotated[
+        int | None, typer.Option(help="Places (real) or observations (synthetic).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="ProM3E training epochs.")] = None,
+    bind_epochs: Annotated[int | None, typer.Option(help="Binding epochs (real data).")] = None,
+    grid_resolution: Annotated[
+        float | None, typer.Option(help="Map grid cell size in degrees (real data).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    synthetic: Annotated[
+        bool, typer.Option(help="Run the synthetic-benchmark quickstart instead.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
-    """Run the main job end to end and say where the results are."""
-    from ecomodal.quickstart import run_quickstart
+    """Run the main job end to end (EcoBench-lite, offline) and say where the results are."""
+    if synthetic:
+        from ecomodal.quickstart_synthetic import run_synthetic_quickstart
 
-    report = run_quickstart(out, n=n, epochs=epochs, seed=seed)
-    typer.echo(json.dumps(report["summary"], indent=2))
-    typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, run/best/)")
+        report = run_synthetic_quickstart(
+            out, n=n or 12_000, epochs=epochs or 40, seed=seed, show_progress=progress
+        )
+        typer.echo(json.dumps(report["summary"], indent=2))
+        typer.echo(f"results: {out.resolve()} (metrics.json, completed_test.parquet, run/best/)")
+        return
+    from dataclasses import replace
+
+    from ecomodal.quickstart import QuickstartConfig, run_quickstart
+
+    given = {
+        "n": n,
+        "epochs": epochs,
+        "bind_epochs": bind_epochs,
+        "grid_resolution": grid_resolution,
+    }
+    config = replace(
+        QuickstartConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}
+    )
+    metrics = run_quickstart(out, config=config, show_progress=progress)
+    typer.echo(json.dumps(metrics["summary"], indent=2, default=str))
+    outputs = metrics["outputs"]
+    typer.echo(f"report: {outputs['report']}")
+    typer.echo(f"metrics: {outputs['metrics']}")
+    typer.echo(f"maps: {out.resolve() / 'maps'} (suitability.tif/png, uncertainty.tif/png)")

@@ -82,3 +82,161 @@ def train_prom3e_command(
         f"best model: {result.best_dir} (val loss {result.best_val_loss:.4f}, epoch "
         f"{result.best_epoch}); metrics: {result.metrics_path}"
     )
+
+
+@app.command("bind")
+def train_bind_command(
+    data: Annotated[
+        Path,
+        typer.Option(help="Observation table (lat/lon, media) or feature table (Parquet)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, metrics, best encoder.")],
+    modality: Annotated[str, typer.Option(help="The modality whose encoder trains.")] = "env",
+    bind_to: Annotated[str, typer.Option(help="The binding modality.")] = "image",
+    head: Annotated[
+        str | None,
+        typer.Option(help="sinr (env default), linear (fast path default), mlp or geoclip."),
+    ] = None,
+    hidden: Annotated[int, typer.Option(help="Hidden units of the mlp head.")] = 0,
+    locked: Annotated[
+        bool,
+        typer.Option(
+            "--locked/--unlocked", help="Locked tuning (binding side frozen) or unlocked."
+        ),
+    ] = True,
+    loss: Annotated[str, typer.Option(help="auto, random-negatives, supcon or clip.")] = "auto",
+    num_negatives: Annotated[
+        int | None, typer.Option(help="Random-location negatives per batch (default: batch).")
+    ] = None,
+    covariates: Annotated[
+        str | None, typer.Option(help="Covariate raster for env (default: the offline stack).")
+    ] = None,
+    bind_to_encoder: Annotated[
+        str | None, typer.Option(help="Encoder spec embedding the binding modality.")
+    ] = None,
+    species_column: Annotated[str, typer.Option(help="Species label column.")] = "species",
+    val_fraction: Annotated[
+        float, typer.Option(help="Validation share without a split column.")
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch and device.")] = 512,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    accumulate: Annotated[int, typer.Option(help="Gradient accumulation (published: 8).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
+    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
+    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Bind an encoder to a binding modality (TaxaBind); writes RUN_DIR/best and RUN_DIR/last."""
+    from ecomodal.training.bind import train_bind
+
+    result = train_bind(
+        data,
+        out,
+        modality=modality,
+        bind_to=bind_to,
+        head=head,
+        hidden=hidden,
+        locked=locked,
+        loss=loss,
+        num_negatives=num_negatives,
+        covariates=covariates,
+        bind_to_encoder=bind_to_encoder,
+        species_column=species_column,
+        val_fraction=val_fraction,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        accumulate=accumulate,
+        seed=seed,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        resume=resume,
+        progress=progress,
+    )
+    if result.metrics:
+        held = result.metrics
+        typer.echo(
+            f"best encoder: {result.best_dir} (epoch {result.best_epoch}); held-out "
+            f"{modality}->{bind_to} R@10 {held['R@10']:.3f} (untrained "
+            f"{held['untrained']['R@10']:.3f}, chance {held['chance_R@10']:.3f}, "
+            f"{held['n_gallery']} {held['split']} rows); metrics: {result.metrics_path}"
+        )
+
+
+@app.command("cluster")
+def train_cluster_command(
+    data: Annotated[Path, typer.Option(help="Embedding table (Parquet) with a split column.")],
+    out: Annotated[Path, typer.Option(help="Folder: one k{K}/ head per K, cluster_sweep.*.")],
+    k: Annotated[
+        str, typer.Option("--k", help="Comma-separated cluster counts, e.g. 100,500,1000.")
+    ] = "100,500,1000,2000,3000,5000,10000",
+    embedding: Annotated[str, typer.Option(help="Column clustered by k-means.")] = "image",
+    features: Annotated[
+        str | None, typer.Option(help="Column the head trains on (default: --embedding).")
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Column to compare with, e.g. bioclip (default: --embedding)."),
+    ] = None,
+    label: Annotated[str, typer.Option(help="Taxon column scored.")] = "scientific_name",
+    text: Annotated[str, typer.Option(help="Text embedding column for zero-shot.")] = "text",
+    split: Annotated[str, typer.Option(help="published (split column) or random.")] = "published",
+    shots: Annotated[int, typer.Option(help="Support rows per class for few-shot.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Seeded few-shot draws averaged.")] = 5,
+    hidden: Annotated[int, typer.Option(help="Head MLP width (0: linear head).")] = 0,
+    margin: Annotated[float, typer.Option(help="Angular margin (radians).")] = 0.3,
+    scale: Annotated[float, typer.Option(help="Logit scale of the margin softmax.")] = 32.0,
+    epochs: Annotated[int, typer.Option(help="Head training epochs per K.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 256,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    niter: Annotated[int, typer.Option(help="k-means iterations.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
+    resume: Annotated[bool, typer.Option(help="Skip the K already done in OUT.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+) -> None:
+    """UNICOM-style cluster discrimination: k-means pseudo-classes, a margin-softmax head, and a
+    sweep of K scored by zero-shot and few-shot accuracy (cluster_sweep.csv/.json/.png)."""
+    from ecomodal.training.cluster import HeadConfig, cluster_sweep, parse_ks
+
+    try:
+        ks = parse_ks(k)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--k") from None
+    head = HeadConfig(
+        hidden=hidden, margin=margin, scale=scale, epochs=epochs, batch_size=batch_size, lr=lr
+    )
+    result = cluster_sweep(
+        data,
+        out,
+        ks=ks,
+        embedding=embedding,
+        features=features,
+        reference=reference,
+        label=label,
+        text=text,
+        split=split,
+        shots=shots,
+        repeats=repeats,
+        head=head,
+        niter=niter,
+        seed=seed,
+        accelerator=accelerator,
+        resume=resume,
+        progress=progress,
+    )
+    ref = result.reference
+    typer.echo(
+        f"reference {ref['column']}: zero-shot {ref['zero_shot']:.4f}, few-shot {ref['few_shot']:.4f}"
+    )
+    for run in result.runs:
+        typer.echo(f"K={run.k}: zero-shot {run.zero_shot:.4f}, few-shot {run.few_shot:.4f}")
+    typer.echo(f"closest to the reference: K={result.closest_k}; results: {result.csv_path}")

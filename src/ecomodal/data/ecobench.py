@@ -68,10 +68,15 @@ class EcoBenchLite:
 
 def geoclip_photo_locations() -> np.ndarray:
     """The 100,000 real photo locations bundled with ``geoclip``, as [N, 2] (lat, lon)."""
-    from ecomodal.geo.labels import package_dir
+    from ecomodal.io.packaged import package_file
 
-    folder = package_dir("geoclip", "pip install 'ecomodal[geo]' (geoclip).")
-    path = folder / "model" / "gps_gallery" / "coordinates_100K.csv"
+    path = package_file(
+        "geoclip",
+        "model",
+        "gps_gallery",
+        "coordinates_100K.csv",
+        install_hint="pip install 'ecomodal[geo]' (geoclip).",
+    )
     values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != 2:
         raise InvalidInputError(f"{path}: expected two columns LAT,LON.")
@@ -105,15 +110,14 @@ def spatial_split(
 ) -> np.ndarray:
     """Train/val/test by whole ``block_deg`` blocks: each block goes to one split (seeded), so
     no test place shares a block with a training place."""
-    rows = np.floor((np.asarray(lat) + 90.0) / block_deg).astype(np.int64)
-    cols = np.floor((np.mod(np.asarray(lon) + 180.0, 360.0)) / block_deg).astype(np.int64)
-    block = rows * 1000 + cols
-    unique, inverse = np.unique(block, return_inverse=True)
-    draw = np.random.default_rng([seed, 2]).random(len(unique))
+    from ecomodal.geo.blocks import block_ids
+
+    block = block_ids(lat, lon, block_deg)
+    draw = np.random.default_rng([seed, 2]).random(int(block.max()) + 1)
     cut_train = SPLIT_FRACTIONS["train"]
     cut_val = cut_train + SPLIT_FRACTIONS["val"]
     names = np.where(draw < cut_train, "train", np.where(draw < cut_val, "val", "test"))
-    return names[inverse].astype(object)
+    return names[block].astype(object)
 
 
 def untrained_env_model(num_inputs: int, seed: int) -> torch.nn.Module:

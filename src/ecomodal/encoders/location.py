@@ -88,18 +88,15 @@ class LocationEncoder(Encoder):
 
 def geoclip_package_weights() -> Path:
     """The pretrained location-encoder state dict bundled in the ``geoclip`` wheel."""
-    import importlib.util
+    from ecomodal.io.packaged import package_file
 
-    spec = importlib.util.find_spec("geoclip")
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(
-            "The 'geoclip' package is not installed; install it with "
-            "`pip install --no-deps geoclip==1.3.0` to use the bundled GeoCLIP weights."
+    hint = "`pip install --no-deps geoclip==1.3.0` to use the bundled GeoCLIP weights."
+    try:
+        return package_file(
+            "geoclip", "model", "weights", "location_encoder_weights.pth", install_hint=hint
         )
-    path = Path(spec.submodule_search_locations[0]) / "model/weights/location_encoder_weights.pth"
-    if not path.is_file():
-        raise CheckpointError(f"The geoclip package has no bundled weights at {path}.")
-    return path
+    except (ImportError, FileNotFoundError) as err:
+        raise CheckpointError(str(err)) from None
 
 
 def load_geoclip_module(weights: str | Path) -> GeoCLIPLocationEncoder:

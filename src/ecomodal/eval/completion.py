@@ -114,6 +114,22 @@ def evaluate_completion(
     return results
 
 
+def visible_subsets(
+    n_modalities: int, *, max_sets_per_count: int | None = None, seed: int = 0
+) -> dict[int, list[tuple[int, ...]]]:
+    """Every non-empty subset of ``range(n_modalities)``, by size; at most ``max_sets_per_count``
+    of each size (a seeded sample, in lexicographic order)."""
+    rng = np.random.default_rng(seed)
+    out: dict[int, list[tuple[int, ...]]] = {}
+    for count in range(1, n_modalities + 1):
+        subsets = list(itertools.combinations(range(n_modalities), count))
+        if max_sets_per_count is not None and len(subsets) > max_sets_per_count:
+            picks = rng.choice(len(subsets), size=max_sets_per_count, replace=False)
+            subsets = [subsets[i] for i in sorted(picks)]
+        out[count] = subsets
+    return out
+
+
 def sigma_by_visible_count(
     model: ProM3E,
     embeddings: np.ndarray,
@@ -128,13 +144,9 @@ def sigma_by_visible_count(
     seeded sample of ``max_sets_per_count`` subsets).
     """
     names = list(model.modalities)
-    rng = np.random.default_rng(seed)
     out: dict[int, float] = {}
-    for count in range(1, len(names) + 1):
-        subsets = list(itertools.combinations(range(len(names)), count))
-        if max_sets_per_count is not None and len(subsets) > max_sets_per_count:
-            picks = rng.choice(len(subsets), size=max_sets_per_count, replace=False)
-            subsets = [subsets[i] for i in sorted(picks)]
+    by_count = visible_subsets(len(names), max_sets_per_count=max_sets_per_count, seed=seed)
+    for count, subsets in by_count.items():
         values = []
         for subset in subsets:
             rows = present[:, list(subset)].all(axis=1)

@@ -248,18 +248,10 @@ def _stored_stats(raster: Raster) -> tuple[list[float], list[float]] | None:
 
 # ---------------------------------------------------------------------------- default stack
 def _package_file(package: str, *parts: str) -> Path:
-    import importlib.util
+    from ecomodal.io.packaged import package_file
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"The default covariate stack needs the '{package}' package; install it with "
-            f"`pip install {package}` (or `pip install 'ecomodal[geo]'`)."
-        )
-    path = Path(spec.submodule_search_locations[0], *parts)
-    if not path.is_file():
-        raise FileNotFoundError(f"The '{package}' package has no data file {path}.")
-    return path
+    hint = f"`pip install {package}` (or `pip install 'ecomodal[geo]'`) for the default covariates."
+    return package_file(package, *parts, install_hint=hint)
 
 
 def default_covariates_path() -> Path:

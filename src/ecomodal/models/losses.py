@@ -1,6 +1,8 @@
-"""ProM3E's training objective: contrastive reconstruction plus a variational bottleneck (§4)."""
+"""Training objectives: ProM3E (§4) and TaxaBind binding (§3)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -74,3 +76,92 @@ def prom3e_loss(
     )
     kl = kl_divergence(outputs["mu"], outputs["logvar"])
     return {"loss": recon + lambda_kl * kl, "reconstruction": recon, "kl": kl}
+
+
+# ---------------------------------------------------------------------------- TaxaBind binding (§3)
+#: TaxaBind's temperature: ``logit_scale`` starts at log(1/0.07) and is clamped to log(100).
+LOGIT_SCALE_INIT = math.log(1.0 / 0.07)
+LOGIT_SCALE_MAX = math.log(100.0)
+#: Published direction weights: (binding -> [other; negatives], other -> binding).
+RANDOM_NEGATIVE_WEIGHTS = (0.4, 0.6)
+SYMMETRIC_WEIGHTS = (0.5, 0.5)
+
+
+def clamp_logit_scale_(logit_scale: torch.Tensor) -> torch.Tensor:
+    """Clamp a learnable log temperature in place to at most log(100) (done after each step)."""
+    with torch.no_grad():
+        logit_scale.clamp_(max=LOGIT_SCALE_MAX)
+    return logit_scale
+
+
+def same_species_mask(species: torch.Tensor) -> torch.Tensor:
+    """[N, N] boolean: True between *different* rows with the same species code."""
+    same = species.unsqueeze(0) == species.unsqueeze(1)
+    return same & ~torch.eye(len(species), dtype=torch.bool, device=species.device)
+
+
+def random_negative_loss(
+    bind: torch.Tensor,
+    other: torch.Tensor,
+    negatives: torch.Tensor | None,
+    logit_scale: torch.Tensor,
+    species: torch.Tensor | None = None,
+    weights: tuple[float, float] = RANDOM_NEGATIVE_WEIGHTS,
+) -> torch.Tensor:
+    """TaxaBind's loss for ``loc`` and ``env``: ``w0 * CE(bind -> [other; negatives]) +
+    w1 * CE(other -> bind)``, row i's match being column i.
+
+    ``negatives`` [K, D] are the trained modality's embeddings at random locations (appended as
+    extra candidates for the binding side). Entries between different rows of the same species
+    (``species`` codes [N]) are set to -inf in both directions, so they are not negatives. All
+    embeddings are L2-normalised by the caller; logits are ``a @ b.T * exp(logit_scale)``.
+    """
+    scale = logit_scale.exp()
+    target = torch.arange(len(bind), device=bind.device)
+    candidates = other if negatives is None else torch.cat([other, negatives])
+    forward = bind @ candidates.T * scale  # [N, N + K]
+    backward = other @ bind.T * scale  # [N, N]
+    if species is not None:
+        mask = same_species_mask(species)
+        pad = forward.shape[1] - len(bind)
+        forward = forward.masked_fill(F.pad(mask, (0, pad)), float("-inf"))
+        backward = backward.masked_fill(mask, float("-inf"))
+    return weights[0] * F.cross_entropy(forward, target) + weights[1] * F.cross_entropy(
+        backward, target
+    )
+
+
+def supervised_contrastive_loss(
+    bind: torch.Tensor,
+    other: torch.Tensor,
+    logit_scale: torch.Tensor,
+    species: torch.Tensor,
+    weights: tuple[float, float] = SYMMETRIC_WEIGHTS,
+) -> torch.Tensor:
+    """TaxaBind's loss for ``sat``: cross-modal supervised contrastive, same species = positive.
+
+    For anchor i, ``loss_i = -mean over positives p of log softmax(logits_i)[p]`` (the positives
+    are the rows of the same species, i itself included); averaged over anchors, then over the
+    two directions with ``weights``.
+    """
+    scale = logit_scale.exp()
+    positive = (species.unsqueeze(0) == species.unsqueeze(1)).to(bind.dtype)
+    total = bind.new_zeros(())
+    for weight, logits in (
+        (weights[0], bind @ other.T * scale),
+        (weights[1], other @ bind.T * scale),
+    ):
+        log_prob = F.log_softmax(logits, dim=1)
+        per_anchor = -(log_prob * positive).sum(1) / positive.sum(1)
+        total = total + weight * per_anchor.mean()
+    return total
+
+
+def clip_loss(
+    bind: torch.Tensor,
+    other: torch.Tensor,
+    logit_scale: torch.Tensor,
+    weights: tuple[float, float] = SYMMETRIC_WEIGHTS,
+) -> torch.Tensor:
+    """Symmetric CLIP cross-entropy (TaxaBind's ``audio`` loss): row i matches column i."""
+    return random_negative_loss(bind, other, None, logit_scale, None, weights)

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from ecomodal.data.datamodules import EmbeddingDataModule
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.models.prom3e import ProM3EConfig
-from ecomodal.training.callbacks import AtomicCheckpointIO, PublishedFormatExport
+from ecomodal.training.callbacks import TrainResult, fit_resumably
 from ecomodal.training.tasks import ProM3ETask
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """Where a training run left its outputs, and its best validation loss."""
-
-    run_dir: Path
-    best_dir: Path
-    last_dir: Path
-    metrics_path: Path
-    best_val_loss: float
-    best_epoch: int
-    epochs: int
 
 
 def train_prom3e(
@@ -102,44 +85,21 @@ def train_prom3e(
         seed=seed,
         num_workers=num_workers,
     )
-    export = PublishedFormatExport(out)
-    resume_state = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="last", save_top_k=0, save_last=True
-    )
-    trainer = L.Trainer(
-        default_root_dir=out,
-        max_epochs=epochs,
+    trainer, result = fit_resumably(
+        task,
+        datamodule,
+        out,
+        epochs=epochs,
+        resume=resume,
+        progress=progress,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
-        callbacks=[export, resume_state],
-        logger=CSVLogger(save_dir=out, name="logs"),
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         deterministic=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-    )
-    last_ckpt = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
-    if ckpt_path:
-        log.info("Resuming from %s", ckpt_path)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-    result = TrainResult(
-        run_dir=out,
-        best_dir=out / "best",
-        last_dir=out / "last",
-        metrics_path=out / "metrics.csv",
-        best_val_loss=export.best_score,
-        best_epoch=export.best_epoch,
-        epochs=trainer.current_epoch,
     )
     if trainer.is_global_zero:
-        merge_metric_logs(out / "logs", result.metrics_path)
         summary = {
             "best_val_loss": result.best_val_loss,
             "best_epoch": result.best_epoch,
@@ -172,24 +132,3 @@ def infer_input_dim(data, modalities: Sequence[str] | None = None) -> int:
             f"Cannot infer the embedding dimension from {source}: columns have dimensions {dims}."
         )
     return next(iter(dims.values()))
-
-
-def merge_metric_logs(log_root: Path, output: Path) -> Path:
-    """Concatenate the CSV logs of every (resumed) segment of a run into one ``metrics.csv``."""
-    parts = sorted(
-        log_root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1])
-    )
-    header: list[str] = []
-    rows: list[dict[str, str]] = []
-    for part in parts:
-        with part.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            for name in reader.fieldnames or []:
-                if name not in header:
-                    header.append(name)
-            rows.extend(reader)
-    with atomic_path(output) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    return output

@@ -8,9 +8,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from ecomodal.errors import TrainingError
 from ecomodal.models.losses import prom3e_loss
 from ecomodal.models.prom3e import ProM3E, ProM3EConfig
 from ecomodal.seeding import mix_seed
+from ecomodal.training.callbacks import adamw_with_restarts
 
 
 def draw_visible(
@@ -113,7 +115,7 @@ class ProM3ETask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self._step(batch, self._generator(0, self.global_step), n_samples=1)
         if not bool(torch.isfinite(losses["loss"])):
-            raise FloatingPointError(
+            raise TrainingError(
                 f"ProM3E training: non-finite loss ({float(losses['loss'].detach())}) at step "
                 f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); the weights "
                 "were not updated. Check the input table for extreme values or lower the "
@@ -132,18 +134,4 @@ class ProM3ETask(L.LightningModule):
             self.log(f"val/{name}", value, prog_bar=name == "loss", batch_size=size, sync_dist=True)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.parameters(),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-            weight_decay=hp.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=hp.t0, eta_min=hp.eta_min
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return adamw_with_restarts(self.parameters(), self.hparams)

@@ -1,0 +1,250 @@
+"""`ecomodal map ...`: suitability, uncertainty, diversity and embedding maps as GeoTIFF.
+
+Every command takes the same grid, encoder, cache and output options (see :func:`_map_options`);
+:func:`with_map_options` adds them to a command and hands them over as one :class:`MapSetup`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ecomodal.cli.common import numbers
+
+app = typer.Typer(help="Maps over a lat/lon grid as GeoTIFF (+ PNG preview).", no_args_is_help=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Output GeoTIFF.")]
+VisibleOpt = Annotated[str, typer.Option("--visible", help="Visible modalities of each cell.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="ProM3E checkpoint.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed.")]
+
+
+def _map_options(
+    grid: Annotated[
+        str, typer.Option(help="'global' or a bounding box WEST,SOUTH,EAST,NORTH (degrees).")
+    ] = "global",
+    resolution: Annotated[float, typer.Option(help="Cell size in degrees.")] = 0.25,
+    all_cells: Annotated[
+        bool, typer.Option("--all-cells", help="Keep sea cells too (default: land cells only).")
+    ] = False,
+    loc_encoder: Annotated[str | None, typer.Option(help="loc encoder spec.")] = None,
+    env_encoder: Annotated[str | None, typer.Option(help="env encoder spec.")] = None,
+    sat_encoder: Annotated[str | None, typer.Option(help="sat encoder spec.")] = None,
+    covariates: Annotated[
+        str | None, typer.Option(help="Covariate raster of the env encoder.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the cached grid embeddings.")
+    ] = None,
+    preview: Annotated[Path | None, typer.Option(help="Also write a PNG preview here.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The options every ``map`` command shares (a signature template, never called)."""
+
+
+@dataclass
+class MapSetup:
+    """The shared options, parsed: the grid, the encoders and where outputs go."""
+
+    grid: str
+    resolution: float
+    all_cells: bool
+    loc_encoder: str | None
+    env_encoder: str | None
+    sat_encoder: str | None
+    covariates: str | None
+    cache_dir: Path | None
+    preview: Path | None
+    device: str | None
+    progress: bool
+
+    def make_grid(self):
+        from ecomodal.maps import make_grid
+
+        text = self.grid.strip().lower()
+        bbox = None if text == "global" else numbers(self.grid, float, "--grid")
+        if bbox is not None and len(bbox) != 4:
+            raise typer.BadParameter(
+                f"--grid expects 'global' or WEST,SOUTH,EAST,NORTH; got {self.grid!r}."
+            )
+        return make_grid(bbox, resolution=self.resolution, land_only=not self.all_cells)
+
+    def encoders(self) -> dict[str, Any]:
+        """Encoder specs per modality; env gets the covariate raster when one is named."""
+        from ecomodal.maps.cache import resolve_encoder
+
+        specs = {"loc": self.loc_encoder, "sat": self.sat_encoder, "env": self.env_encoder}
+        encoders: dict[str, Any] = {k: v for k, v in specs.items() if v is not None}
+        if self.covariates is not None:
+            encoders["env"] = resolve_encoder(
+                "env", self.env_encoder, device=self.device, options={"covariates": self.covariates}
+            )
+        return encoders
+
+    def common(self) -> dict[str, Any]:
+        """Keyword arguments every map function takes."""
+        return {
+            "encoders": self.encoders(),
+            "cache_dir": self.cache_dir,
+            "device": self.device,
+            "show_progress": self.progress,
+        }
+
+    def save(self, grid_map: Any, out: Path, suffix: str = "") -> None:
+        """Write the GeoTIFF (and the preview), with ``suffix`` before the file extensions."""
+        from ecomodal.maps import preview_png, write_map
+
+        out = out.with_name(f"{out.stem}{suffix}{out.suffix}")
+        write_map(out, grid_map)
+        bands = ", ".join(grid_map.band_names)
+        message = f"wrote {out} ({grid_map.grid.num_cells} cells, bands {bands})"
+        if self.preview is not None:
+            png = self.preview.with_name(f"{self.preview.stem}{suffix}{self.preview.suffix}")
+            preview_png(grid_map, png)
+            message += f" and {png}"
+        typer.echo(message)
+
+
+def with_map_options(command):
+    """Add the shared options of :func:`_map_options` to ``command`` (which takes ``setup``)."""
+    own = inspect.signature(command, eval_str=True)
+    shared = inspect.signature(_map_options, eval_str=True).parameters
+    params = [p for name, p in own.parameters.items() if name != "setup"]
+    params += list(shared.values())
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        setup = MapSetup(**{name: kwargs.pop(name) for name in shared})
+        return command(setup=setup, **kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+@app.command("species")
+@with_map_options
+def species_command(
+    setup: MapSetup,
+    out: OutOpt,
+    query: Annotated[str | None, typer.Option(help="Taxon name (text query).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Photo of the species.")] = None,
+    points: Annotated[
+        Path | None, typer.Option(help="Occurrences CSV/Parquet with lat, lon columns.")
+    ] = None,
+    background: Annotated[
+        Path | None,
+        typer.Option(help="Background places (CSV/Parquet, lat, lon): presence vs background."),
+    ] = None,
+    modality: Annotated[str, typer.Option(help="Grid modality scored directly.")] = "loc",
+    query_encoder: Annotated[
+        str | None, typer.Option(help="Text or image encoder spec of the query.")
+    ] = None,
+    model: ModelOpt = None,
+    via_completion: Annotated[
+        bool, typer.Option("--via-completion", help="Score ProM3E's completion of the query.")
+    ] = False,
+    visible: Annotated[
+        str | None, typer.Option(help="Visible modalities for --via-completion.")
+    ] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Suitability per cell: similarity of the query (--query, --image or --points) to each cell."""
+    from ecomodal.maps import species_map
+
+    common = setup.common()
+    result = species_map(
+        setup.make_grid(),
+        query=query,
+        image=image,
+        points=points,
+        background=background,
+        modality=modality,
+        encoder=common["encoders"].get(modality),
+        query_encoder=query_encoder,
+        model=model,
+        via_completion=via_completion,
+        visible=visible,
+        seed=seed,
+        **common,
+    )
+    setup.save(result, out)
+
+
+@app.command("uncertainty")
+@with_map_options
+def uncertainty_command(
+    setup: MapSetup,
+    model: Annotated[str, typer.Option(help="ProM3E checkpoint.")],
+    out: OutOpt,
+    visible: VisibleOpt = "sat,loc,env",
+) -> None:
+    """ProM3E's sigma_l1 per cell from the visible modalities (the published biodiversity proxy)."""
+    from ecomodal.maps import uncertainty_map
+
+    result = uncertainty_map(model, setup.make_grid(), visible=visible, **setup.common())
+    setup.save(result, out)
+
+
+@app.command("diversity")
+@with_map_options
+def diversity_command(
+    setup: MapSetup,
+    model: Annotated[str, typer.Option(help="ProM3E checkpoint.")],
+    occurrences: Annotated[
+        Path, typer.Option(help="Occurrences CSV/Parquet: lat, lon and a species column.")
+    ],
+    out: OutOpt,
+    visible: VisibleOpt = "sat,loc,env",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    seed: SeedOpt = 0,
+) -> None:
+    """Regress log(species density + 1) on ProM3E's sigma per cell; prints R^2 and Pearson r."""
+    from ecomodal.maps import diversity_map
+
+    result, fit = diversity_map(
+        model,
+        setup.make_grid(),
+        occurrences,
+        visible=visible,
+        folds=folds,
+        seed=seed,
+        **setup.common(),
+    )
+    setup.save(result, out)
+    typer.echo(json.dumps(fit.to_dict()))
+
+
+@app.command("embedding")
+@with_map_options
+def embedding_command(
+    setup: MapSetup,
+    modality: Annotated[str, typer.Option(help="loc, env, sat or prom3e-hidden.")],
+    out: OutOpt,
+    method: Annotated[str, typer.Option(help="pca or ica.")] = "pca",
+    model: ModelOpt = None,
+    visible: VisibleOpt = "sat,loc,env",
+    seed: SeedOpt = 0,
+) -> None:
+    """The three leading PCA/ICA components of an embedding as RGB (prom3e-hidden: one map per
+    register token, written as OUT_register<k>.tif)."""
+    from ecomodal.maps import embedding_map
+
+    maps = embedding_map(
+        setup.make_grid(),
+        modality=modality,
+        method=method,
+        model=model,
+        visible=visible,
+        seed=seed,
+        **setup.common(),
+    )
+    for index, grid_map in enumerate(maps, start=1):
+        setup.save(grid_map, out, f"_register{index}" if len(maps) > 1 else "")

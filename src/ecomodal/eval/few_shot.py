@@ -1,0 +1,101 @@
+"""Few-shot classification: k labelled examples per class, nearest centroid and linear probes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ecomodal.eval.common import TableLike, as_batch, make_split, resolve_model
+from ecomodal.eval.probe import feature_sets, label_values
+from ecomodal.eval.zero_shot import class_prototypes
+from ecomodal.seeding import mix_seed
+
+METHODS = ("centroid", "ridge", "logistic")
+
+
+def sample_support(
+    labels: np.ndarray, candidates: np.ndarray, shots: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``shots`` random rows of ``candidates`` for each class that has that many there."""
+    picks = []
+    for name in sorted(set(labels[candidates])):
+        pool = candidates[labels[candidates] == name]
+        if len(pool) >= shots:
+            picks.append(rng.choice(pool, shots, replace=False))
+    return np.sort(np.concatenate(picks)) if picks else np.array([], dtype=np.int64)
+
+
+def _predict(method: str, train_x, train_y, test_x, seed: int) -> np.ndarray:
+    if method == "centroid":
+        names, protos = class_prototypes(train_x, train_y)
+        return np.asarray(names, dtype=object)[np.argmax(test_x @ protos.T, axis=1)]
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    if method == "ridge":
+        head = RidgeClassifier(alpha=1.0)
+    elif method == "logistic":
+        head = LogisticRegression(max_iter=2000, random_state=seed)
+    else:
+        raise ValueError(f"Unknown few-shot method {method!r}; expected one of {METHODS}.")
+    return make_pipeline(MinMaxScaler(), head).fit(train_x, train_y).predict(test_x)
+
+
+def few_shot(
+    table: TableLike,
+    *,
+    label: str,
+    features: str | Sequence[str] = ("image",),
+    model: Any = None,
+    shots: Sequence[int] = (1, 5, 10),
+    repeats: int = 5,
+    methods: Sequence[str] = ("centroid", "ridge"),
+    split: str | np.ndarray = "published",
+    visible: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """k-shot accuracy of ``label``, mean and standard deviation over ``repeats`` seeded draws.
+
+    For each k, k support rows per class are drawn from the train (and val) rows (classes with
+    fewer are left out); the test rows of the remaining classes are classified by nearest
+    centroid (cosine to the normalised class mean) and/or a MinMax-scaled ridge or logistic
+    probe. ``features`` as in :func:`~ecomodal.eval.probe.feature_sets` (several modalities: their
+    TaxaBind fusion). Draw r of k uses seed ``mix_seed(seed, k, r)``.
+    """
+    batch = as_batch(table)
+    prom3e = resolve_model(model)
+    labels, known = label_values(batch, label)
+    sides = make_split(batch, split, seed=seed)
+    sets = feature_sets(
+        batch, features, model=prom3e, visible=visible, combine=("fusion",), seed=seed
+    )
+    results: dict[str, Any] = {}
+    for name, (values, rows) in sets.items():
+        values, rows = values[known[rows]], rows[known[rows]]
+        y = labels[rows]
+        train = np.flatnonzero(np.isin(sides[rows], ("train", "val")))
+        test = np.flatnonzero(sides[rows] == "test")
+        per_feature: dict[str, Any] = {}
+        for k in shots:
+            runs: dict[str, list[float]] = {m: [] for m in methods}
+            classes = 0
+            for r in range(repeats):
+                rng = np.random.default_rng(mix_seed(seed, k, r))
+                support = sample_support(y, train, k, rng)
+                classes = len(set(y[support]))
+                query = test[np.isin(y[test], y[support])]
+                if classes < 2 or len(query) == 0:
+                    break
+                for method in methods:
+                    predicted = _predict(method, values[support], y[support], values[query], seed)
+                    runs[method].append(float(np.mean(predicted == y[query])))
+            per_feature[str(k)] = {
+                m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": len(v)}
+                for m, v in runs.items()
+                if v
+            } | {"classes": classes}
+        results[name] = per_feature
+    return {"label": label, "repeats": repeats, "results": results}

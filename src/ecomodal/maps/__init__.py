@@ -1,0 +1,41 @@
+"""Maps over lat/lon grids as GeoTIFF: suitability, uncertainty, diversity and embedding maps."""
+
+from ecomodal.maps.cache import GridEmbeddings, embed_grid, grid_embeddings
+from ecomodal.maps.embedding import components_rgb, embedding_map
+from ecomodal.maps.grid import Grid, GridError, MapError, make_grid
+from ecomodal.maps.output import GridMap, write_map
+from ecomodal.maps.preview import preview_png
+from ecomodal.maps.species import Query, query_embedding, read_points, species_map
+from ecomodal.maps.uncertainty import (
+    DiversityResult,
+    SigmaMap,
+    diversity_map,
+    diversity_regression,
+    species_density,
+    uncertainty_map,
+)
+
+__all__ = [
+    "DiversityResult",
+    "Grid",
+    "GridEmbeddings",
+    "GridError",
+    "GridMap",
+    "MapError",
+    "Query",
+    "SigmaMap",
+    "components_rgb",
+    "diversity_map",
+    "diversity_regression",
+    "embed_grid",
+    "embedding_map",
+    "grid_embeddings",
+    "make_grid",
+    "preview_png",
+    "query_embedding",
+    "read_points",
+    "species_density",
+    "species_map",
+    "uncertainty_map",
+    "write_map",
+]

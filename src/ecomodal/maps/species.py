@@ -1,0 +1,231 @@
+"""Species (or any query) suitability maps: cosine similarity of a query embedding to each cell.
+
+The query is a taxon name (text encoder), a photo (image encoder) or example observations (the
+mean of their embeddings through the grid's own encoder). The score of a cell is the cosine
+between the query and the cell's embedding, or, with ProM3E (``via_completion``), between the
+query and the query modality completed from the cell's visible modalities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecomodal.encoders.base import Encoder
+from ecomodal.encoders.location import check_coordinates
+from ecomodal.errors import TableFormatError
+from ecomodal.maps.cache import (
+    DEFAULT_CHUNK_ROWS,
+    GridEmbeddings,
+    grid_embeddings,
+    iter_cell_chunks,
+    resolve_encoder,
+)
+from ecomodal.maps.completion import iter_completions
+from ecomodal.maps.grid import Grid, MapError
+from ecomodal.maps.output import GridMap
+from ecomodal.modalities import parse_modalities
+from ecomodal.models.factory import load_model
+from ecomodal.models.prom3e import ProM3E
+
+
+@dataclass
+class Query:
+    """A query embedding [dim] (L2-normalised), its modality and a description for the metadata."""
+
+    vector: np.ndarray
+    modality: str
+    description: str
+    encoder: str
+
+
+def read_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(lat, lon, table) from an occurrence CSV/Parquet with ``lat``/``lon`` columns (common
+    aliases such as ``decimalLatitude`` are understood); a bad coordinate is an error naming
+    its row."""
+    from ecomodal.io.records import read_records
+
+    table = read_records(path)
+    missing = [name for name in ("lat", "lon") if name not in table.column_names]
+    if missing:
+        raise TableFormatError(
+            f"{path}: occurrences need lat and lon columns; missing {missing} "
+            f"(columns: {', '.join(table.column_names)})."
+        )
+    if table.num_rows == 0:
+        raise TableFormatError(f"{path} has no occurrences.")
+    lat = table.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+    lon = table.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+    _, _, errors = check_coordinates(lat, lon)
+    if errors:
+        row, column, reason = errors[0]
+        raise TableFormatError(f"{path}: row {row}, column {column!r}: {reason}.")
+    return lat, lon, table
+
+
+def query_embedding(
+    *,
+    query: str | None = None,
+    image: str | os.PathLike[str] | None = None,
+    points: str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]] | None = None,
+    encoder: Encoder | str | os.PathLike[str] | None = None,
+    points_modality: str = "loc",
+    background: str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]] | None = None,
+    device: str | None = None,
+) -> Query:
+    """Embed exactly one query: ``query`` text (text encoder), an ``image`` path (image encoder)
+    or ``points`` (an occurrence file, or (lat, lon) arrays) averaged through the
+    ``points_modality`` encoder. ``encoder`` is the Encoder or spec to use (default: the
+    registry's default for that modality).
+
+    ``background`` points (e.g. every place surveyed) make a presence-versus-background query:
+    the mean background embedding is subtracted from the points' mean, so the shared component of
+    all embeddings (which otherwise dominates cosine scores) no longer counts.
+    """
+    _check_one_query(query, image, points)
+    if query is not None:
+        modality, description = "text", str(query)
+        model = resolve_encoder(modality, encoder, device=device)
+        vectors = model.encode([str(query)])
+    elif image is not None:
+        modality, description = "image", str(image)
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"Query image {image} does not exist.")
+        model = resolve_encoder(modality, encoder, device=device)
+        vectors = model.encode([str(image)])
+    else:
+        modality = points_modality
+        if isinstance(points, str | os.PathLike):
+            lat, lon, _ = read_points(points)
+            description = f"mean of {len(lat)} points in {points}"
+        else:
+            lat, lon = (np.asarray(v, dtype=np.float64) for v in points)
+            description = f"mean of {len(lat)} points"
+        model = resolve_encoder(modality, encoder, device=device)
+        vectors = model.encode(lat=lat, lon=lon)
+    vector = vectors.mean(axis=0)
+    if background is not None:
+        if points is None:
+            raise ValueError("background= applies to points queries only.")
+        if isinstance(background, str | os.PathLike):
+            back_lat, back_lon, _ = read_points(background)
+        else:
+            back_lat, back_lon = (np.asarray(v, dtype=np.float64) for v in background)
+        vector = vector - model.encode(lat=back_lat, lon=back_lon).mean(axis=0)
+        description += f" against {len(back_lat)} background points"
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return Query(vector.astype(np.float32), modality, description, model.id)
+
+
+def species_map(
+    grid: Grid,
+    *,
+    query: str | None = None,
+    image: str | os.PathLike[str] | None = None,
+    points: str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]] | None = None,
+    background: str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]] | None = None,
+    modality: str = "loc",
+    encoder: Encoder | str | os.PathLike[str] | None = None,
+    query_encoder: Encoder | str | os.PathLike[str] | None = None,
+    embeddings: Mapping[str, GridEmbeddings] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    model: ProM3E | str | os.PathLike[str] | None = None,
+    via_completion: bool = False,
+    visible: Sequence[str] | str | None = None,
+    encoders: Mapping[str, Encoder | str | None] | None = None,
+    n_samples: int = 0,
+    seed: int = 0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> GridMap:
+    """A suitability score per cell of ``grid`` for one query (``query``, ``image`` or ``points``).
+
+    Direct scoring: cosine between the query embedding and each cell's ``modality`` embedding
+    (computed once with ``encoder`` and cached in ``cache_dir``; see :func:`embed_grid`).
+    Example points go through the same ``modality`` encoder (with ``background`` points, their
+    mean is subtracted: see :func:`query_embedding`); text and photos through
+    ``query_encoder``. With ``model`` and ``via_completion=True``: ProM3E completes the query's
+    modality from each cell's ``visible`` modalities (default: ``modality``; their encoders from
+    ``encoders``), and the score is the cosine of that completion to the query. Cells that cannot
+    be scored are NaN. The map has one band, ``suitability``.
+    """
+    _check_one_query(query, image, points)
+    visible_names = [modality] if visible is None else parse_modalities(visible)
+    all_encoders = dict(encoders or {})
+    if encoder is not None:
+        all_encoders[modality] = encoder
+    cells = grid_embeddings(
+        grid,
+        visible_names if via_completion else [modality],
+        embeddings=embeddings,
+        encoders=all_encoders,
+        cache_dir=cache_dir,
+        device=device,
+        show_progress=show_progress,
+    )
+    point_encoder = (
+        encoder if encoder is not None else getattr(cells.get(modality), "encoder", None)
+    )
+    q = query_embedding(
+        query=query,
+        image=image,
+        points=points,
+        encoder=point_encoder if points is not None else query_encoder,
+        points_modality=modality,
+        background=background,
+        device=device,
+    )
+    scores = np.full(grid.num_cells, np.nan, dtype=np.float32)
+    tags: dict[str, Any] = {"query": q.description, "query_modality": q.modality}
+    tags["query_encoder"] = q.encoder
+    if via_completion:
+        if model is None:
+            raise MapError("via_completion=True needs model= (a ProM3E checkpoint).")
+        prom3e = load_model(model, device=device)
+        slot = prom3e.modalities.index(q.modality) if q.modality in prom3e.modalities else -1
+        if slot < 0:
+            raise MapError(f"The ProM3E model has no {q.modality!r} modality to complete.")
+        _check_dim(q, prom3e.config.input_dim, "the ProM3E model")
+        for part in iter_completions(
+            prom3e, cells, visible=visible_names, n_samples=n_samples, seed=seed,
+            chunk_rows=chunk_rows, device=device,
+        ):  # fmt: skip
+            if part.result is not None:
+                completed = part.result.embeddings[:, slot]
+                scores[part.start : part.stop][part.ok] = completed @ q.vector
+        tags.update(method="prom3e-completion", visible=visible_names, n_samples=n_samples)
+    else:
+        _check_dim(q, cells[modality].dim, f"the {modality} grid embeddings")
+        for start, stop, chunk in iter_cell_chunks(
+            {modality: cells[modality]}, chunk_rows=chunk_rows
+        ):
+            scores[start:stop] = chunk[modality] @ q.vector
+        tags.update(method="cosine", grid_modality=modality)
+    tags["grid_encoders"] = {name: item.encoder_id for name, item in cells.items()}
+    return GridMap(
+        grid, scores[None], ["suitability"], tags=tags, title=f"Suitability: {q.description}"
+    )
+
+
+def _check_one_query(query: Any, image: Any, points: Any) -> None:
+    given = [
+        name
+        for name, value in (("query", query), ("image", image), ("points", points))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise MapError(f"Give exactly one of query=, image= or points=; got {given or 'none'}.")
+
+
+def _check_dim(q: Query, dim: int, what: str) -> None:
+    if q.vector.shape[0] != dim:
+        raise MapError(
+            f"The {q.modality} query ({q.encoder}) has dimension {q.vector.shape[0]} but {what} "
+            f"have dimension {dim}; use encoders of one embedding space."
+        )
