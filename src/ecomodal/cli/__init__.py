@@ -37,6 +37,9 @@ app.command("eval")(eval_cli.eval_command)
 def main() -> None:
     """Entry point: runs the app and turns ecomodal errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Lightning's start-up notices (accelerators, tips) repeat through the root handler.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         app()
     except (EcomodalError, FileNotFoundError) as err:
