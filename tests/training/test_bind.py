@@ -1,17 +1,14 @@
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from run_checks import assert_killed_run_resumes_exactly, assert_same_weights, weights
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -290,17 +287,6 @@ def test_bad_input_names_the_file(observations, tmp_path):
         train_bind(observations["table"], tmp_path / "bad", modality="sat", bind_to="loc", **FAST)
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
-
-
-def _assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
-
-
 def _cli_args(table, out, epochs, climate_tif, extra=()):
     return [
         "train", "bind", "--data", str(table), "--modality", "env", "--bind-to", "loc",
@@ -320,14 +306,14 @@ def test_cli_resume_repeats_an_uninterrupted_run(observations, climate_tif, tmp_
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, _cli_args(table, tmp_path / "split", 2, climate_tif))
     assert second.exit_code == 0, second.output
-    _assert_same_weights(tmp_path / "straight" / "last", tmp_path / "split" / "last")
+    assert_same_weights(tmp_path / "straight" / "last", tmp_path / "split" / "last")
     other = runner.invoke(
         app, _cli_args(table, tmp_path / "other", 2, climate_tif, ("--seed", "6"))
     )
     assert other.exit_code == 0, other.output
     name = "projection.0.weight"
     assert not torch.equal(
-        _weights(tmp_path / "other" / "last")[name], _weights(tmp_path / "straight" / "last")[name]
+        weights(tmp_path / "other" / "last")[name], weights(tmp_path / "straight" / "last")[name]
     )
 
 
@@ -337,34 +323,10 @@ def _subprocess_args(*args):
 
 @pytest.mark.slow
 def test_killed_process_resumes_exactly(observations, climate_tif, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     table = observations["table"]
-    straight = subprocess.run(
-        _subprocess_args(*_cli_args(table, tmp_path / "straight", 3, climate_tif)),
-        env=env,
-        capture_output=True,
+    assert_killed_run_resumes_exactly(
+        lambda out: _subprocess_args(*_cli_args(table, out, 3, climate_tif)), tmp_path
     )
-    assert straight.returncode == 0, straight.stderr.decode()[-2000:]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _subprocess_args(*_cli_args(table, killed, 3, climate_tif)),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists()
-    assert not list(killed.rglob("*.tmp"))
-    resumed = subprocess.run(
-        _subprocess_args(*_cli_args(table, killed, 3, climate_tif)), env=env, capture_output=True
-    )
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    _assert_same_weights(tmp_path / "straight" / "last", killed / "last")
 
 
 @pytest.mark.slow
@@ -384,7 +346,7 @@ def test_two_process_ddp_gathers_negatives(observations, climate_tif, tmp_path):
     # 200 training rows, 2 processes of 100 rows: 1 step, its loss over the global 200 rows.
     assert max(int(v[step]) for v in values) + 1 == 1
     assert {float(v[size]) for v in values if v[size]} == {200.0}
-    assert set(_weights(out / "best")) == set(_weights(out / "last"))
+    assert set(weights(out / "best")) == set(weights(out / "last"))
 
 
 # ---------------------------------------------------------------------------- real data, small

@@ -1,13 +1,10 @@
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from run_checks import assert_killed_run_resumes_exactly, assert_same_weights, weights
 
 from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
 from ecomodal.eval.completion import evaluate_completion, sigma_by_visible_count
@@ -24,17 +21,6 @@ def tiny_table(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "tiny.parquet"
     write_embeddings(path, to_batch(data))
     return path
-
-
-def _weights(folder):
-    return load_file(str(folder / "model.safetensors"))
-
-
-def _assert_same_weights(a, b):
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
 
 
 def test_training_writes_published_format_and_metrics(tiny_table, tmp_path):
@@ -62,15 +48,15 @@ def test_resume_repeats_an_uninterrupted_run(tiny_table, tmp_path):
     train_prom3e(tiny_table, tmp_path / "straight", **kwargs)
     train_prom3e(tiny_table, tmp_path / "split", **{**kwargs, "epochs": 1})
     train_prom3e(tiny_table, tmp_path / "split", **kwargs)
-    _assert_same_weights(tmp_path / "straight" / "last", tmp_path / "split" / "last")
+    assert_same_weights(tmp_path / "straight" / "last", tmp_path / "split" / "last")
     rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
     straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
     assert len(rows) == len(straight)  # both segments' logs are kept
     # a different seed gives different weights
     train_prom3e(tiny_table, tmp_path / "other", **{**kwargs, "seed": 8})
     assert not torch.equal(
-        _weights(tmp_path / "other" / "last")["cls_tokens"],
-        _weights(tmp_path / "straight" / "last")["cls_tokens"],
+        weights(tmp_path / "other" / "last")["cls_tokens"],
+        weights(tmp_path / "straight" / "last")["cls_tokens"],
     )
 
 
@@ -88,29 +74,7 @@ def _train_args(table, out, epochs, extra=()):
 
 @pytest.mark.slow
 def test_killed_process_resumes_exactly(tiny_table, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight = subprocess.run(
-        _train_args(tiny_table, tmp_path / "straight", 4), env=env, capture_output=True
-    )
-    assert straight.returncode == 0, straight.stderr.decode()[-2000:]
-    killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _train_args(tiny_table, killed_dir, 4),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = killed_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists()
-    assert not list(killed_dir.rglob("*.tmp"))  # nothing half-written survives as a checkpoint
-    resumed = subprocess.run(_train_args(tiny_table, killed_dir, 4), env=env, capture_output=True)
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    _assert_same_weights(tmp_path / "straight" / "last", killed_dir / "last")
+    assert_killed_run_resumes_exactly(lambda out: _train_args(tiny_table, out, 4), tmp_path)
 
 
 @pytest.mark.slow
@@ -140,8 +104,8 @@ def test_bf16_training_runs(tiny_table, tmp_path):
         progress=False,
     )
     assert np.isfinite(result.best_val_loss)
-    weights = _weights(result.last_dir)
-    assert all(t.dtype == torch.float32 for t in weights.values())
+    tensors = weights(result.last_dir)
+    assert all(t.dtype == torch.float32 for t in tensors.values())
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_table, tmp_path):
