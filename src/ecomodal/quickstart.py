@@ -208,21 +208,21 @@ class _Say:
 
 def evaluate_quickstart(table: Path, model: Any, *, seed: int = 0) -> dict[str, Any]:
     """Probes, retrieval and uncertainty on the spatial test split, with the issue's checks."""
-    from ecomodal.eval import linear_probe, retrieval, uncertainty
+    from ecomodal.eval import retrieval, uncertainty
+    from ecomodal.eval.common import make_split
+    from ecomodal.eval.probe import HIDDEN, feature_sets, fit_probes, label_values
     from ecomodal.io.tables import read_embeddings
 
     batch = read_embeddings(table).load()
-    probes: dict[str, Any] = {}
-    for label in PROBE_LABELS:
-        scores: dict[str, float] = {}
-        for features in [*[(m,) for m in MODALITIES], MODALITIES]:
-            result = linear_probe(batch, label=label, features=features, seed=seed)
-            scores.update({name: r["accuracy"] for name, r in result["results"].items()})
-        hidden = linear_probe(
-            batch, label=label, features="prom3e-hidden", model=model, visible=MODALITIES, seed=seed
-        )
-        scores.update({name: r["accuracy"] for name, r in hidden["results"].items()})
-        probes[label] = scores
+    sides = make_split(batch, "published", seed=seed)
+    targets = {label: label_values(batch, label) for label in PROBE_LABELS}
+    probes: dict[str, dict[str, float]] = {label: {} for label in PROBE_LABELS}
+    # One feature set at a time (the hidden tokens are computed once), every label on it.
+    for features in [*[(m,) for m in MODALITIES], MODALITIES, HIDDEN]:
+        sets = feature_sets(batch, features, model=model, visible=MODALITIES, seed=seed)
+        for label, (values, known) in targets.items():
+            results = fit_probes(sets, values, known, sides, seed=seed)
+            probes[label].update({name: r["accuracy"] for name, r in results.items()})
     ret = retrieval(batch, model, seed=seed)
     unc = uncertainty(batch, model, seed=seed)
     summary = quickstart_checks(probes, ret, unc)

@@ -166,6 +166,7 @@ def build_ecobench_lite(
     already holds a build with the same ``n``, ``seed`` and builder version is reused.
     """
     from ecomodal.encoders import load_encoder
+    from ecomodal.encoders.offline import untrained_projection
     from ecomodal.geo.covariates import CovariateStack
     from ecomodal.geo.labels import LABEL_SOURCES, country_and_continent, koppen_zone, land_cover
     from ecomodal.io.atomic import atomic_path
@@ -204,7 +205,7 @@ def build_ecobench_lite(
     sat_features = sat_backbone.encode(
         lat=lat, lon=lon, batch_size=batch_size, normalize=False, show_progress=show_progress
     )
-    untrained_sat = load_encoder("sat", "bluemarble").model.projection
+    untrained_sat = untrained_projection(sat_features.shape[1])
     env = embed_env_covariates(untrained_env_model(stack.num_bands, seed), env_covariates)
     sat = project_sat_features(untrained_sat, sat_features)
 

@@ -56,14 +56,20 @@ def orthogonal_projection(feature_dim: int, out_dim: int, seed: int = 0) -> torc
     return q if out_dim >= feature_dim else q.T
 
 
+def untrained_projection(feature_dim: int, out_dim: int = SHARED_DIM) -> nn.Linear:
+    """The projection before binding: the seeded orthogonal map, as a bias-free linear layer."""
+    projection = nn.Linear(feature_dim, out_dim, bias=False)
+    projection.weight.data.copy_(orthogonal_projection(feature_dim, out_dim))
+    return projection
+
+
 def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str:
     """Load a trained projection from ``folder`` into ``model``; returns a description."""
     if folder == "identity":
         model.projection = nn.Identity()
         return "no projection (backbone features)"
     if folder is None:
-        weight = orthogonal_projection(model.projection.in_features, model.projection.out_features)
-        model.projection.weight.data.copy_(weight)
+        model.projection = untrained_projection(model.projection.in_features)
         return "untrained projection (seeded random orthogonal; train it with binding)"
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {}
