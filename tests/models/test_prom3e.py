@@ -107,6 +107,9 @@ def test_mixed_visible_rows_equal_rows_alone(published):
     present[np.arange(10), rng.integers(0, 6, 10)] = True
     x[~present] = 0.0
     batch = model.complete(x, visible=None, n_samples=0, return_hidden=True)
+    fast = model.complete(x, visible=None, n_samples=0)  # the cls-only last block
+    for name in ("embeddings", "mu", "logvar"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(batch, name), atol=1e-5)
     for row in range(10):
         alone = model.complete(x[row : row + 1], visible=None, n_samples=0, return_hidden=True)
         np.testing.assert_allclose(batch.embeddings[row], alone.embeddings[0], atol=1e-5)
@@ -304,21 +307,26 @@ def test_config_validation():
     assert custom.modalities == ("a", "b", "c")
 
 
-def test_training_gradients_match_published(published):
-    """One SGD step from the same weights on the same batch gives the same weights."""
-    from ecomodal.models.layers import batched_linear
+@pytest.mark.parametrize("depth", [1, 2])
+def test_training_gradients_match_published(published, depth):
+    """One SGD step from the same weights on the same batch gives the same weights: one visible
+    modality, two, and rows with different visible sets."""
+    from ecomodal.models.layers import batched_linear, cls_projection
     from ecomodal.models.losses import prom3e_loss
 
-    model, oracle = _pair(published, dropout=0.0)
+    model, oracle = _pair(published, depth=depth, dropout=0.0)
     model.train()
     oracle.train()
     x = _inputs(batch=16)
     eps = torch.randn(16, generator=torch.Generator().manual_seed(4))
     present = torch.ones(16, 6, dtype=torch.bool)
     present[:3, 5] = False
-    for visible_cols in ([2], [0, 3]):
-        vis = torch.zeros(16, 6, dtype=torch.bool)
-        vis[:, visible_cols] = True
+    mixed = torch.zeros(16, 6, dtype=torch.bool)
+    mixed[:, 1] = True
+    mixed[::2, 4] = True
+    mixed[::3, 1] = False
+    mixed[::3, 0] = True
+    for vis in (_columns([2]), _columns([0, 3]), mixed):
         for net in (model, oracle):
             net.zero_grad()
             out = net(x, vis, eps=eps)
@@ -339,3 +347,47 @@ def test_training_gradients_match_published(published):
         torch.randn(3, 6, dtype=torch.float64, generator=g, requires_grad=True),
     )
     assert torch.autograd.gradcheck(batched_linear, args)
+    # and so has the last block's projection (cls queries, no visible keys), shared special
+    # tokens (1 row) or one set per row (3 rows)
+    for n_rows in (1, 3):
+        args = (
+            torch.randn(n_rows, 4, 8, dtype=torch.float64, generator=g, requires_grad=True),
+            torch.randn(5, 8, dtype=torch.float64, generator=g, requires_grad=True),
+            torch.randn(24, 8, dtype=torch.float64, generator=g, requires_grad=True),
+            torch.randn(24, dtype=torch.float64, generator=g, requires_grad=True),
+            2,
+            2,
+        )
+        assert torch.autograd.gradcheck(cls_projection, args)
+
+
+def _columns(cols, batch=16):
+    vis = torch.zeros(batch, 6, dtype=torch.bool)
+    vis[:, cols] = True
+    return vis
+
+
+def test_dropout_masks_rate_scale_seed_and_gradient():
+    from ecomodal.models.layers import Dropout, dropout
+
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1)
+    dropped = (y == 0).float().mean().item()
+    # 200k Bernoulli(0.1) draws: standard error 0.00067
+    assert abs(dropped - 0.1) < 0.003
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.9))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(out)/d(in) is the scaled mask
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1), y)  # same seed, same mask
+    assert not torch.equal(dropout(x, 0.1), y)  # the generator moved on
+    odd = torch.ones(3, 5, 7)
+    assert dropout(odd, 0.5).shape == odd.shape
+    assert torch.equal(dropout(odd, 0.5, training=False), odd)
+    module = Dropout(0.3).eval()
+    assert torch.equal(module(odd), odd)
+    assert torch.equal(dropout(odd, 1.0), torch.zeros_like(odd))
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.5)

@@ -34,7 +34,13 @@ from ecomodal.io.checkpoints import (
     save_checkpoint,
 )
 from ecomodal.modalities import MODALITIES, parse_modalities
-from ecomodal.models.layers import EncoderBlock, MLPBlock, StackedMLPs
+from ecomodal.models.layers import (
+    EncoderBlock,
+    MLPBlock,
+    StackedMLPs,
+    cls_projection,
+    dropout,
+)
 from ecomodal.precision import precision_context
 
 
@@ -223,6 +229,63 @@ class ProM3E(nn.Module):
         out = out.transpose(1, 2).reshape(batch, n_q, dim)
         return F.linear(out, block.attn.out_proj.weight, block.attn.out_proj.bias)
 
+    def _cls_attention(
+        self,
+        block: EncoderBlock,
+        x_special: torch.Tensor,
+        x_vis: torch.Tensor,
+        flat: torch.Tensor | None,
+        slot_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The cls tokens' multi-head attention output (after ``out_proj``) in the last block.
+
+        Equal to attention over all tokens, read at the cls positions, with less arithmetic:
+        the visible tokens' keys are never formed (their scores are ``x . W_k^T q + q . b_k``, q
+        being the cls queries, shared by all rows while the special tokens are), and with fewer
+        visible slots than cls tokens the output projection is applied per visible token and head
+        (``W_o,h v_h``) instead of per cls token. ``x_special`` [R, J, E] (R = 1 or B), ``x_vis``
+        [B, S, E]; ``flat``/``slot_mask`` as in :meth:`_project_visible`. Returns [B, C, E].
+        """
+        batch, n_slots, dim = x_vis.shape
+        heads = block.attn.num_heads
+        head_dim = dim // heads
+        n_cls = self.config.num_cls_tokens
+        n_special = x_special.shape[1]
+        vis_rows = x_vis.reshape(-1, dim) if flat is None else x_vis.reshape(-1, dim)[flat]
+        qkv, v_rows, qk, qb = cls_projection(
+            x_special, vis_rows, block.attn.in_proj_weight, block.attn.in_proj_bias, n_cls, heads
+        )
+        r = ""  # einsum index of the special tokens' own rows, when they are not shared
+        if x_special.shape[0] == 1:
+            qkv, qk, qb = qkv[0], qk[0], qb[0]
+        else:
+            r = "b"
+        qkv = qkv.unflatten(-1, (3, heads, head_dim))  # [(B), J, 3, H, hd]
+        q, k_special, v_special = qkv[..., :n_cls, 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        if flat is not None:
+            v_rows = v_rows.new_zeros(batch * n_slots, dim).index_put((flat,), v_rows)
+        v_vis = v_rows.view(batch, n_slots, heads, head_dim)
+        scores_special = torch.einsum(f"{r}chd,{r}jhd->{r}chj", q, k_special)
+        scores_vis = torch.einsum(f"bse,{r}che->bchs", x_vis, qk) + qb.unsqueeze(-1)
+        if slot_mask is not None:
+            scores_vis = scores_vis.masked_fill(~slot_mask[:, None, None, :], float("-inf"))
+        scores = torch.cat(
+            [scores_special.expand(batch, n_cls, heads, n_special), scores_vis], dim=-1
+        )
+        attn = torch.softmax(scores * head_dim**-0.5, dim=-1)
+        attn = dropout(attn, block.attn.dropout, self.training)
+        a_special, a_vis = attn.split([n_special, n_slots], dim=-1)
+        w_o, b_o = block.attn.out_proj.weight, block.attn.out_proj.bias
+        if n_slots < n_cls:
+            w_o_heads = w_o.view(dim, heads, head_dim)
+            o_special = torch.einsum(f"{r}jhd,ehd->{r}jhe", v_special, w_o_heads)
+            o_vis = torch.einsum("bshd,ehd->bshe", v_vis, w_o_heads)
+            out = torch.einsum(f"bchj,{r}jhe->bce", a_special, o_special)
+            return out + torch.einsum("bchs,bshe->bce", a_vis, o_vis) + b_o
+        mixed = torch.einsum(f"bchj,{r}jhd->bchd", a_special, v_special)
+        mixed = mixed + torch.einsum("bchs,bshd->bchd", a_vis, v_vis)
+        return F.linear(mixed.reshape(batch, n_cls, dim), w_o, b_o)
+
     def encode(
         self, embeddings: torch.Tensor, visible: torch.Tensor, *, return_hidden: bool = False
     ) -> EncoderOutput:
@@ -247,29 +310,11 @@ class ProM3E(nn.Module):
         for depth_index, block in enumerate(self.encoder):
             w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
             if depth_index == len(self.encoder) - 1 and not return_hidden:
-                # Last block, hidden not wanted: only the cls tokens need an output, so the other
-                # tokens need keys and values but no attention output or MLP. One GEMM projects
-                # the special tokens (once, when still shared by all rows) and the visible ones.
-                special_rows = x_special.reshape(-1, dim)
-                vis_rows = x_vis.reshape(-1, dim) if flat is None else x_vis.reshape(-1, dim)[flat]
-                if torch.is_grad_enabled():
-                    # One GEMM: its weight gradient is one product, not a sum of sliced ones.
-                    qkv = F.linear(torch.cat([special_rows, vis_rows]), w, b)
-                    qkv_special = qkv[: special_rows.shape[0]].view(-1, n_special, 3 * dim)
-                    kv_vis = qkv[special_rows.shape[0] :, dim:]
-                else:
-                    qkv_special = F.linear(special_rows, w, b).view(-1, n_special, 3 * dim)
-                    kv_vis = F.linear(vis_rows, w[dim:], b[dim:])
-                if flat is not None:
-                    kv_vis = kv_vis.new_zeros(batch * len(slots), 2 * dim).index_put(
-                        (flat,), kv_vis
-                    )
-                kv_vis = kv_vis.reshape(batch, len(slots), 2 * dim)
-                q = qkv_special[:, :n_cls, :dim].expand(batch, -1, -1)
-                kv_special = qkv_special[..., dim:].expand(batch, -1, -1)
-                k, v = torch.cat([kv_special, kv_vis], dim=1).split([dim, dim], dim=-1)
-                x_in = x_special[:, :n_cls]
-                x = block.norm1(self._attend(block, q, k, v, key_mask) + x_in)
+                # Last block, hidden not wanted: only the cls tokens need an output (attention,
+                # MLP); the other tokens only contribute to the cls tokens' attention.
+                slot_mask = None if flat is None else visible[:, slots]
+                attended = self._cls_attention(block, x_special, x_vis, flat, slot_mask)
+                x = block.norm1(attended + x_special[:, :n_cls])
                 x_special = block.norm2(block.mlp(x) + x)
                 break
             # Any other block: every token needs its output.
