@@ -7,8 +7,9 @@ uncertainty. The parameters carry the published names, so a published checkpoint
 The forward pass gives the same results as the straightforward published one but skips the work
 whose result is never used: the cls and register tokens enter every row identically, so their
 first-block projections are computed once per batch; after the last block only the two cls
-tokens feed the decoders, so the other tokens need keys and values but no query, attention output
-or MLP there (unless hidden features are asked for).
+tokens feed the decoders, so there the other tokens need no query, attention output or MLP, and
+(the cls queries being shared) not even keys: their attention scores come from ``W_k^T q``
+(unless hidden features are asked for).
 """
 
 from __future__ import annotations
