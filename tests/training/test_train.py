@@ -86,6 +86,10 @@ def test_two_process_ddp_on_cpu(tiny_table, tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
+    # Lightning's start-up notices stay off the terminal (the CLI quiets them after import)
+    for notice in (b"GPU available", b"litlogger", b"Initializing distributed"):
+        assert notice not in run.stderr + run.stdout, notice
+    assert run.stdout.count(b"best model:") == 1  # rank 0 reports, once
     model = load_model(out / "best")
     assert model.config.embed_dim == 64
     # each of the 2 processes sees half the training rows per epoch: 960 train rows / 2 / 64

@@ -37,14 +37,24 @@ app.command("eval")(eval_cli.eval_command)
 def main() -> None:
     """Entry point: runs the app and turns ecomodal errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Lightning's start-up notices (accelerators, tips) repeat through the root handler.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_lightning()
     try:
         app()
     except (EcomodalError, FileNotFoundError) as err:
         typer.secho(f"error: {err}", err=True, fg="red")
         sys.exit(2)
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up notices (accelerators, tips) off the terminal.
+
+    Lightning sets its loggers to INFO, with a handler of its own, when it is imported, so for the
+    commands that train it is imported first and its levels are set after.
+    """
+    if len(sys.argv) > 1 and sys.argv[1] in {"train", "quickstart"}:
+        import lightning.pytorch  # noqa: F401
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 __all__ = ["app", "main"]

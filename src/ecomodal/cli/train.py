@@ -78,10 +78,11 @@ def train_prom3e_command(
         resume=resume,
         progress=progress,
     )
-    typer.echo(
-        f"best model: {result.best_dir} (val loss {result.best_val_loss:.4f}, epoch "
-        f"{result.best_epoch}); metrics: {result.metrics_path}"
-    )
+    if result.is_global_zero:
+        typer.echo(
+            f"best model: {result.best_dir} (val loss {result.best_val_loss:.4f}, epoch "
+            f"{result.best_epoch}); metrics: {result.metrics_path}"
+        )
 
 
 @app.command("bind")

@@ -75,6 +75,8 @@ class TrainResult:
     best_val_loss: float
     best_epoch: int
     epochs: int
+    #: False in the other processes of a multi-process run (only rank 0 reports).
+    is_global_zero: bool = True
 
 
 def merge_metric_logs(log_root: Path, output: Path) -> Path:
@@ -143,6 +145,7 @@ def fit_resumably(
         best_val_loss=export.best_score,
         best_epoch=export.best_epoch,
         epochs=trainer.current_epoch,
+        is_global_zero=trainer.is_global_zero,
     )
     if trainer.is_global_zero:
         merge_metric_logs(out / "logs", result.metrics_path)
