@@ -65,6 +65,22 @@ class EpochShuffleSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.epoch = 0
 
+    @classmethod
+    def for_trainer(
+        cls, trainer: L.Trainer | None, num_rows: int, batch_size: int, *, train: bool, seed: int
+    ) -> EpochShuffleSampler:
+        """The sampler of this process in ``trainer``'s run (rank 0 of 1 without a trainer):
+        shuffled, full batches for training; in order, last batch kept, otherwise."""
+        return cls(
+            num_rows,
+            batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -176,17 +192,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.val_dataset = EmbeddingDataset(embeddings[val], present[val])
 
     def _loader(self, dataset: EmbeddingDataset, *, train: bool) -> DataLoader:
-        trainer = self.trainer
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        sampler = EpochShuffleSampler(
-            len(dataset),
-            self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
+        sampler = EpochShuffleSampler.for_trainer(
+            self.trainer, len(dataset), self.batch_size, train=train, seed=self.seed
         )
         return DataLoader(
             dataset,

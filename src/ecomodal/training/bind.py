@@ -275,15 +275,8 @@ class BindDataModule(L.LightningDataModule):
 
     def _loader(self, label: str, train: bool) -> DataLoader:
         dataset = _RowsDataset(self.data, self.data.rows(label))
-        trainer = self.trainer
-        sampler = EpochShuffleSampler(
-            len(dataset),
-            self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            seed=self.seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+        sampler = EpochShuffleSampler.for_trainer(
+            self.trainer, len(dataset), self.batch_size, train=train, seed=self.seed
         )
         return DataLoader(dataset, sampler=sampler, batch_size=None)
 
