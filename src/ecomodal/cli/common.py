@@ -24,3 +24,8 @@ def numbers(text: str, kind: type, option: str) -> list:
         raise typer.BadParameter(
             f"{option} expects comma-separated numbers; got {text!r}."
         ) from None
+
+
+def parse_devices(text: str) -> int | str:
+    """``--devices``: a count ("2") as an int, anything else ("auto", "0,1") as given."""
+    return int(text) if text.isdigit() else text

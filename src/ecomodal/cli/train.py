@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ecomodal.cli.common import numbers
+from ecomodal.cli.common import numbers, parse_devices
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
 
@@ -71,7 +71,7 @@ def train_prom3e_command(
         visible_counts=numbers(visible_counts, int, "--visible-counts"),
         visible_probs=numbers(visible_probs, float, "--visible-probs"),
         accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
+        devices=parse_devices(devices),
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
@@ -155,7 +155,7 @@ def train_bind_command(
         accumulate=accumulate,
         seed=seed,
         accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
+        devices=parse_devices(devices),
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
