@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecomodal.encoders.base import Encoder
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import ResumeMismatchError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.records import parse_column_map, read_records, taxonomic_strings
 from ecomodal.io.tables import (
@@ -45,10 +45,6 @@ ERROR_SCHEMA = pa.schema(
     ]
 )
 DEFAULT_CHUNK_ROWS = 16384
-
-
-class ResumeMismatchError(EcomodalError, ValueError):
-    """Unfinished parts from a run with different records, modalities, encoders or shards."""
 
 
 @dataclass

@@ -29,3 +29,51 @@ class ModelNotFoundError(EcomodalError, FileNotFoundError):
 
 class TrainingError(EcomodalError, FloatingPointError):
     """Training cannot go on: a non-finite loss (named by its step) or unusable training data."""
+
+
+class MapError(EcomodalError, ValueError):
+    """Map inputs that do not fit together (query, encoders, model, grid embeddings)."""
+
+
+class GridError(MapError):
+    """A grid definition that cannot be built (bad bounding box or resolution)."""
+
+
+class ResumeMismatchError(EcomodalError, ValueError):
+    """Unfinished parts from a run with different records, modalities, encoders or shards."""
+
+
+class RasterFormatError(EcomodalError, ValueError):
+    """A raster file that cannot be read as a lat/lon band stack."""
+
+
+class MediaError(EcomodalError, ValueError):
+    """A photo or sound that cannot be read or decoded."""
+
+
+class GridStoreError(EcomodalError, ValueError):
+    """A cached grid store that does not match what was asked for, or that is unreadable."""
+
+
+class InvalidInputError(EcomodalError, ValueError):
+    """An input row an encoder cannot encode (the message names the row and the reason)."""
+
+
+class InvalidArgumentError(EcomodalError, ValueError):
+    """An argument or option whose value cannot be used (the message names it and says why)."""
+
+
+class OptionFormatError(InvalidArgumentError):
+    """A textual option (``KEY=VALUE`` pairs, number lists) that does not parse."""
+
+
+class MissingColumnError(EcomodalError, ValueError):
+    """A table or records file without a column the operation needs (the message names both)."""
+
+
+class UnknownEncoderError(EcomodalError, ValueError):
+    """An encoder spec that names no registered encoder, folder or hub id."""
+
+
+class MissingDependencyError(EcomodalError, ImportError):
+    """An optional dependency that is not installed (the message names the extra to install)."""

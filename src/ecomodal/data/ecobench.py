@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecomodal.encoders.base import InvalidInputError
+from ecomodal.errors import InvalidInputError
 
 TABLE_NAME = "ecobench-lite.parquet"
 PROVENANCE_NAME = "provenance.json"

@@ -20,13 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import EcomodalError, InvalidInputError
 from ecomodal.precision import check_precision, precision_context
 from ecomodal.progress import progress_bar
-
-
-class InvalidInputError(EcomodalError, ValueError):
-    """An input row an encoder cannot encode (the message names the row and the reason)."""
 
 
 @dataclass(frozen=True)

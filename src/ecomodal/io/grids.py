@@ -15,14 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import GridStoreError
 from ecomodal.io.atomic import atomic_path
 
 DONE_NAME = "done.json"
-
-
-class GridStoreError(EcomodalError, ValueError):
-    """A cached grid store that does not match what was asked for, or that is unreadable."""
 
 
 class EmbeddingStore:

@@ -14,16 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import MediaError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class MediaError(EcomodalError, ValueError):
-    """A photo or sound that cannot be read or decoded."""
 
 
 def _source_bytes_or_path(value: Any) -> Any:

@@ -16,12 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import RasterFormatError
 from ecomodal.io.atomic import atomic_path
-
-
-class RasterFormatError(EcomodalError, ValueError):
-    """A raster file that cannot be read as a lat/lon band stack."""
 
 
 @dataclass

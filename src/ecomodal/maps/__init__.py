@@ -1,8 +1,9 @@
 """Maps over lat/lon grids as GeoTIFF: suitability, uncertainty, diversity and embedding maps."""
 
+from ecomodal.errors import GridError, MapError
 from ecomodal.maps.cache import GridEmbeddings, embed_grid, grid_embeddings
 from ecomodal.maps.embedding import components_rgb, embedding_map
-from ecomodal.maps.grid import Grid, GridError, MapError, make_grid
+from ecomodal.maps.grid import Grid, make_grid
 from ecomodal.maps.output import GridMap, write_map
 from ecomodal.maps.preview import preview_png
 from ecomodal.maps.species import Query, query_embedding, read_points, species_map

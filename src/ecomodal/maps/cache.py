@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ecomodal.encoders.base import Encoder
+from ecomodal.errors import MapError
 from ecomodal.io.grids import EmbeddingStore
-from ecomodal.maps.grid import Grid, MapError, default_cache_dir
+from ecomodal.maps.grid import Grid, default_cache_dir
 from ecomodal.modalities import check_modality
 from ecomodal.progress import progress_bars
 

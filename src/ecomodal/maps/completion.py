@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecomodal.errors import MapError
 from ecomodal.maps.cache import DEFAULT_CHUNK_ROWS, GridEmbeddings, iter_cell_chunks
-from ecomodal.maps.grid import MapError
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import Completion, ProM3E

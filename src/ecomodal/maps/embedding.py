@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.encoders.base import Encoder
+from ecomodal.errors import MapError
 from ecomodal.maps.cache import (
     DEFAULT_CHUNK_ROWS,
     GridEmbeddings,
@@ -23,7 +24,7 @@ from ecomodal.maps.cache import (
     iter_cell_chunks,
 )
 from ecomodal.maps.completion import check_visible, complete_cells
-from ecomodal.maps.grid import Grid, MapError
+from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model

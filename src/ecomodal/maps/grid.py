@@ -18,20 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import EcomodalError
+from ecomodal.errors import GridError
 from ecomodal.io.atomic import atomic_path
 
 GLOBE = (-180.0, -90.0, 180.0, 90.0)
 #: Bump when the land test changes, so that cached masks are recomputed.
 LAND_MASK_VERSION = 1
-
-
-class MapError(EcomodalError, ValueError):
-    """Map inputs that do not fit together (query, encoders, model, grid embeddings)."""
-
-
-class GridError(MapError):
-    """A grid definition that cannot be built (bad bounding box or resolution)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.errors import MapError
 from ecomodal.io.rasters import GeoTiffLayout, open_geotiff_writer
-from ecomodal.maps.grid import Grid, MapError
+from ecomodal.maps.grid import Grid
 
 
 @dataclass

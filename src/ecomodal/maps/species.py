@@ -18,7 +18,7 @@ import numpy as np
 
 from ecomodal.encoders.base import Encoder
 from ecomodal.encoders.location import check_coordinates
-from ecomodal.errors import TableFormatError
+from ecomodal.errors import MapError, TableFormatError
 from ecomodal.maps.cache import (
     DEFAULT_CHUNK_ROWS,
     GridEmbeddings,
@@ -27,7 +27,7 @@ from ecomodal.maps.cache import (
     resolve_encoder,
 )
 from ecomodal.maps.completion import iter_completions
-from ecomodal.maps.grid import Grid, MapError
+from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from ecomodal.encoders.base import Encoder
+from ecomodal.errors import MapError
 from ecomodal.maps.cache import DEFAULT_CHUNK_ROWS, GridEmbeddings, grid_embeddings
 from ecomodal.maps.completion import iter_completions
-from ecomodal.maps.grid import Grid, MapError
+from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
