@@ -6,6 +6,7 @@ Each command group lives in its own module; this one assembles them into one app
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -34,15 +35,47 @@ app.add_typer(maps.app, name="map")
 app.command("eval")(eval_cli.eval_command)
 
 
+#: Exceptions that mean the input or the file system said no: one line, exit status 2.
+USER_ERRORS = (EcomodalError, OSError)
+#: Set to 1 to see the traceback of any error.
+DEBUG_VARIABLE = "ECOMODAL_DEBUG"
+
+
 def main() -> None:
-    """Entry point: runs the app and turns ecomodal errors into one clear line and exit code 2."""
+    """Entry point: runs the app; a user error (an ecomodal error, or a file the system refuses)
+    becomes one clear line and exit status 2, anything else one line naming it as an internal
+    error and exit status 1. ``ECOMODAL_DEBUG=1`` shows the traceback instead."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_lightning()
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         app()
-    except (EcomodalError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", err=True, fg="red")
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg="red")
+        sys.exit(130)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        typer.secho(f"error: {_describe(err)}", err=True, fg="red")
         sys.exit(2)
+    except Exception as err:  # a bug, not the user's mistake: still no wall of text
+        if debug:
+            raise
+        typer.secho(
+            f"internal error: {type(err).__name__}: {err} (set {DEBUG_VARIABLE}=1 for the "
+            "traceback, and please report it)",
+            err=True,
+            fg="red",
+        )
+        sys.exit(1)
+
+
+def _describe(err: BaseException) -> str:
+    """The message of a user error; an OSError names its file and says what the system said."""
+    if isinstance(err, OSError) and not isinstance(err, EcomodalError) and err.filename:
+        reason = err.strerror or type(err).__name__
+        return f"{reason}: {err.filename}"
+    return str(err)
 
 
 def _quiet_lightning() -> None:

@@ -1,0 +1,54 @@
+"""What the command line prints when something goes wrong: one line, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecomodal.cli import main
+
+
+def _run(monkeypatch, capsys, *args, debug=False):
+    monkeypatch.setattr("sys.argv", ["ecomodal", *args])
+    if debug:
+        monkeypatch.setenv("ECOMODAL_DEBUG", "1")
+    else:
+        monkeypatch.delenv("ECOMODAL_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_file_system_refusal_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "taken.parquet"
+    folder.mkdir()
+    code, err = _run(monkeypatch, capsys, "data", "synthetic", "--n", "20", "--out", str(folder))
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "taken.parquet"
+    ]
+
+
+def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "taken.parquet"
+    folder.mkdir()
+    monkeypatch.setattr(
+        "sys.argv", ["ecomodal", "data", "synthetic", "--n", "20", "--out", str(folder)]
+    )
+    monkeypatch.setenv("ECOMODAL_DEBUG", "1")
+    with pytest.raises(OSError):
+        main()
+
+
+def test_a_bug_is_named_internal_with_status_1(monkeypatch, capsys):
+    import ecomodal.cli as cli
+
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "app", broken)
+    code, err = _run(monkeypatch, capsys, "anything")
+    assert code == 1
+    assert err.startswith("internal error: ZeroDivisionError: division by zero")
+    assert "ECOMODAL_DEBUG=1" in err and "Traceback" not in err
