@@ -5,8 +5,8 @@
 ``predict(X)`` gives a suitability in [0, 1]. The metrics are the usual SDM ones: AUC-ROC
 (:func:`auc_roc`), the maximum true skill statistic with its threshold (:func:`max_tss`) and the
 continuous Boyce index (:func:`boyce_index`, Hirzel et al. 2006). :func:`cross_validate_sdm` scores
-a model over random (:func:`random_folds`) or spatial-block
-(:func:`ecomodal.geo.blocks.spatial_blocks`) folds.
+a model over random (:func:`~ecomodal.data.splits.random_folds`) or spatial-block
+(:func:`~ecomodal.data.splits.spatial_block_folds`) folds.
 """
 
 from __future__ import annotations
@@ -21,15 +21,28 @@ from scipy.stats import rankdata, spearmanr
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from ecomodal.data.splits import random_folds
 from ecomodal.errors import InvalidEmbeddingsError
 
 CLASSIFIERS = ("logistic", "ridge", "random_forest")
 METRICS = ("auc", "tss", "tss_threshold", "boyce")
+
+__all__ = [
+    "CLASSIFIERS",
+    "METRICS",
+    "EmbeddingSDM",
+    "SDMCrossValidation",
+    "auc_roc",
+    "boyce_curve",
+    "boyce_index",
+    "cross_validate_sdm",
+    "max_tss",
+    "random_folds",
+]
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -288,18 +301,6 @@ def boyce_index(
 
 
 # ---------------------------------------------------------------------------- cross-validation
-def random_folds(y: Any, n_folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Fold index [N] for stratified random K-fold: each fold keeps the presence share of y."""
-    y = np.asarray(y).reshape(-1)
-    if int(n_folds) != n_folds or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2; got {n_folds}.")
-    folds = np.empty(len(y), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
-    for fold, (_, test) in enumerate(splitter.split(np.zeros((len(y), 1)), y)):
-        folds[test] = fold
-    return folds
-
-
 @dataclass
 class SDMCrossValidation:
     """Result of :func:`cross_validate_sdm`.
@@ -357,7 +358,8 @@ def cross_validate_sdm(
         X: features [N, D].
         y: labels [N], 1 = presence, 0 = background.
         folds: a number of stratified random folds (seeded by ``seed``), or a fold index per
-            sample (from :func:`random_folds` or :func:`ecomodal.geo.blocks.spatial_blocks`).
+            sample (from :func:`~ecomodal.data.splits.random_folds` or
+            :func:`~ecomodal.data.splits.spatial_block_folds`).
         seed: seed of the random folds when ``folds`` is a number.
         n_windows: moving windows of the Boyce index (on the test fold's background).
 
