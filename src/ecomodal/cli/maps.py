@@ -44,7 +44,9 @@ def _map_options(
     ] = None,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG preview here.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    show_progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
 ) -> None:
     """The options every ``map`` command shares (a signature template, never called)."""
 
@@ -63,7 +65,7 @@ class MapSetup:
     cache_dir: Path | None
     preview: Path | None
     device: str | None
-    progress: bool
+    show_progress: bool
 
     def make_grid(self):
         from ecomodal.maps import make_grid
@@ -94,7 +96,7 @@ class MapSetup:
             "encoders": self.encoders(),
             "cache_dir": self.cache_dir,
             "device": self.device,
-            "show_progress": self.progress,
+            "show_progress": self.show_progress,
         }
 
     def save(self, grid_map: Any, out: Path, suffix: str = "") -> None:
@@ -172,6 +174,40 @@ def species_command(
         model=model,
         via_completion=via_completion,
         visible=visible,
+        seed=seed,
+        **common,
+    )
+    setup.save(result, out)
+
+
+@app.command("sdm")
+@with_map_options
+def sdm_command(
+    setup: MapSetup,
+    points: Annotated[Path, typer.Option(help="Occurrences CSV/Parquet with lat, lon columns.")],
+    out: OutOpt,
+    background: Annotated[
+        Path | None,
+        typer.Option(help="Background places (CSV/Parquet, lat, lon); default: grid cells."),
+    ] = None,
+    n_background: Annotated[
+        int, typer.Option(help="Grid cells drawn as background when --background is not given.")
+    ] = 10_000,
+    modality: Annotated[str, typer.Option(help="Grid modality the SDM is fitted on.")] = "loc",
+    classifier: Annotated[str, typer.Option(help="logistic, ridge or random_forest.")] = "logistic",
+    seed: SeedOpt = 0,
+) -> None:
+    """Suitability per cell from an SDM fitted on the points' embeddings against background."""
+    from ecomodal.maps import EmbeddingSDM, sdm_map
+
+    common = setup.common()
+    result = sdm_map(
+        setup.make_grid(),
+        points=points,
+        background=background,
+        n_background=n_background,
+        modality=modality,
+        sdm=EmbeddingSDM(classifier=classifier, seed=seed),
         seed=seed,
         **common,
     )

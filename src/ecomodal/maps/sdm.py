@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from ecomodal.data.splits import random_folds
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
 
 CLASSIFIERS = ("logistic", "ridge", "random_forest")
 METRICS = ("auc", "tss", "tss_threshold", "boyce")
@@ -72,16 +72,20 @@ def _check_labels_scores(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y).reshape(-1)
     score = np.asarray(score, dtype=np.float64).reshape(-1)
     if y.shape != score.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Found labels and scores of inconsistent lengths: [{y.shape[0]}, {score.shape[0]}]."
         )
     values = set(np.unique(y).tolist())
     if not values <= {0, 1}:
-        raise ValueError(f"y must hold 1 (presence) and 0 (background) only; got {sorted(values)}.")
+        raise InvalidArgumentError(
+            f"y must hold 1 (presence) and 0 (background) only; got {sorted(values)}."
+        )
     if len(values) < 2:
-        raise ValueError("y must contain both presences (1) and background points (0).")
+        raise InvalidArgumentError("y must contain both presences (1) and background points (0).")
     if not np.isfinite(score).all():
-        raise ValueError(f"score row {int(np.flatnonzero(~np.isfinite(score))[0])} is not finite.")
+        raise InvalidArgumentError(
+            f"score row {int(np.flatnonzero(~np.isfinite(score))[0])} is not finite."
+        )
     return y.astype(bool), score
 
 
@@ -90,7 +94,7 @@ def _check_features_labels(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     X = _check_features(X, "X")
     y = np.asarray(y).reshape(-1)
     if len(y) != len(X):
-        raise ValueError(f"Found X and y of inconsistent lengths: [{len(X)}, {len(y)}].")
+        raise InvalidArgumentError(f"Found X and y of inconsistent lengths: [{len(X)}, {len(y)}].")
     y, _ = _check_labels_scores(y, np.zeros(len(y)))
     return X, y
 
@@ -132,12 +136,14 @@ class EmbeddingSDM(BaseEstimator):
 
     def _make_classifier(self) -> Any:
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"The 'classifier' parameter of EmbeddingSDM must be one of {CLASSIFIERS}; "
                 f"got {self.classifier!r}."
             )
         if self.class_weight not in ("balanced", None):
-            raise ValueError(f"class_weight must be 'balanced' or None; got {self.class_weight!r}.")
+            raise InvalidArgumentError(
+                f"class_weight must be 'balanced' or None; got {self.class_weight!r}."
+            )
         if self.classifier == "random_forest":
             return RandomForestClassifier(
                 n_estimators=200,
@@ -147,7 +153,7 @@ class EmbeddingSDM(BaseEstimator):
                 n_jobs=1,
             )
         if not self.C > 0:
-            raise ValueError(f"C must be positive; got {self.C}.")
+            raise InvalidArgumentError(f"C must be positive; got {self.C}.")
         if self.classifier == "logistic":
             head = LogisticRegression(
                 C=self.C,
@@ -247,11 +253,13 @@ def boyce_curve(
     background = np.asarray(score_background, dtype=np.float64).reshape(-1)
     for name, values in (("score_presence", presence), ("score_background", background)):
         if values.size == 0 or not np.isfinite(values).all():
-            raise ValueError(f"{name} must be a non-empty array of finite scores.")
+            raise InvalidArgumentError(f"{name} must be a non-empty array of finite scores.")
     if int(n_windows) != n_windows or n_windows < 1:
-        raise ValueError(f"n_windows must be a positive integer; got {n_windows}.")
+        raise InvalidArgumentError(f"n_windows must be a positive integer; got {n_windows}.")
     if not 0 < window <= 1:
-        raise ValueError(f"window must be a fraction of the score range in (0, 1]; got {window}.")
+        raise InvalidArgumentError(
+            f"window must be a fraction of the score range in (0, 1]; got {window}."
+        )
     low = min(presence.min(), background.min())
     high = max(presence.max(), background.max())
     width = window * (background.max() - background.min())
@@ -371,7 +379,7 @@ def cross_validate_sdm(
     else:
         fold_index = np.asarray(folds).reshape(-1)
         if len(fold_index) != len(y):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"folds must give one fold index per sample: got {len(fold_index)} for "
                 f"{len(y)} samples."
             )
@@ -381,7 +389,7 @@ def cross_validate_sdm(
         train = ~test
         for part, mask in (("test", test), ("training", train)):
             if y[mask].all() or not y[mask].any():
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"Fold {fold}: the {part} set holds only "
                     f"{'presences' if y[mask].any() else 'background points'}; "
                     "use fewer folds or other blocks."
