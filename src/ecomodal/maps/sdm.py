@@ -100,6 +100,7 @@ def _check_features_labels(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- estimator
+@dataclass(repr=False, eq=False)  # the __init__ sklearn asks for: it only stores the arguments
 class EmbeddingSDM(BaseEstimator):
     """Presence/background SDM on embedding vectors, in the sklearn style.
 
@@ -118,21 +119,12 @@ class EmbeddingSDM(BaseEstimator):
     Fitted attributes: ``model_`` (the sklearn pipeline), ``n_features_in_``.
     """
 
-    def __init__(
-        self,
-        classifier: str = "logistic",
-        C: float = 1.0,
-        class_weight: str | None = "balanced",
-        standardize: bool = True,
-        max_iter: int = 2000,
-        seed: int = 0,
-    ) -> None:
-        self.classifier = classifier
-        self.C = C
-        self.class_weight = class_weight
-        self.standardize = standardize
-        self.max_iter = max_iter
-        self.seed = seed
+    classifier: str = "logistic"
+    C: float = 1.0
+    class_weight: str | None = "balanced"
+    standardize: bool = True
+    max_iter: int = 2000
+    seed: int = 0
 
     def _make_classifier(self) -> Any:
         if self.classifier not in CLASSIFIERS:
