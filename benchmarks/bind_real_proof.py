@@ -61,8 +61,8 @@ def run_proof(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Build the feature table in ``out``, train, and return the held-out figures."""
+    from ecomodal.data.splits import spatial_block_split
     from ecomodal.encoders import load_encoder
-    from ecomodal.eval.common import spatial_block_split
     from ecomodal.geo.covariates import CovariateStack, build_default_covariates
     from ecomodal.io.tables import write_embeddings
     from ecomodal.training.bind import train_bind

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecomodal.geo.blocks import spatial_blocks
-from ecomodal.maps.sdm import EmbeddingSDM, cross_validate_sdm, random_folds
+from ecomodal.data.splits import random_folds, spatial_block_folds
+from ecomodal.maps.sdm import EmbeddingSDM, cross_validate_sdm
 
 GPKG_COVARIATES = (
     "SurfaceTempMean",
@@ -154,7 +154,7 @@ def run_benchmark(
     y = frame["presence"].to_numpy().astype(np.int64)
     folds = {
         "random": random_folds(y, n_folds, seed),
-        "spatial-block": spatial_blocks(
+        "spatial-block": spatial_block_folds(
             frame["lat"].to_numpy(), frame["lon"].to_numpy(), block_size_deg, n_folds, seed
         ),
     }

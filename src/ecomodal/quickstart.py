@@ -208,8 +208,8 @@ class _Say:
 
 def evaluate_quickstart(table: Path, model: Any, *, seed: int = 0) -> dict[str, Any]:
     """Probes, retrieval and uncertainty on the spatial test split, with the issue's checks."""
+    from ecomodal.data.splits import make_split
     from ecomodal.eval import retrieval, uncertainty
-    from ecomodal.eval.common import make_split
     from ecomodal.eval.probe import HIDDEN, feature_sets, fit_probes, label_values
     from ecomodal.io.tables import read_embeddings
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +23,14 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Output GeoTIFF.")]
 VisibleOpt = Annotated[str, typer.Option("--visible", help="Visible modalities of each cell.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="ProM3E checkpoint.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed.")]
+CheckpointOpt = Annotated[str, typer.Option("--model", help="ProM3E checkpoint.")]
+PointsOpt = Annotated[
+    Path | None, typer.Option(help="Occurrences CSV/Parquet with lat, lon columns.")
+]
+BackgroundOpt = Annotated[
+    Path | None,
+    typer.Option(help="Background places (CSV/Parquet, lat, lon): presence vs background."),
+]
 
 
 def _map_options(
@@ -44,7 +52,9 @@ def _map_options(
     ] = None,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG preview here.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    show_progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
 ) -> None:
     """The options every ``map`` command shares (a signature template, never called)."""
 
@@ -63,7 +73,8 @@ class MapSetup:
     cache_dir: Path | None
     preview: Path | None
     device: str | None
-    progress: bool
+    show_progress: bool
+    _encoders: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def make_grid(self):
         from ecomodal.maps import make_grid
@@ -77,15 +88,19 @@ class MapSetup:
         return make_grid(bbox, resolution=self.resolution, land_only=not self.all_cells)
 
     def encoders(self) -> dict[str, Any]:
-        """Encoder specs per modality; env gets the covariate raster when one is named."""
+        """Encoder specs per modality; env gets the covariate raster when one is named (loaded
+        once per command)."""
         from ecomodal.maps.cache import resolve_encoder
 
+        if self._encoders is not None:
+            return self._encoders
         specs = {"loc": self.loc_encoder, "sat": self.sat_encoder, "env": self.env_encoder}
         encoders: dict[str, Any] = {k: v for k, v in specs.items() if v is not None}
         if self.covariates is not None:
             encoders["env"] = resolve_encoder(
                 "env", self.env_encoder, device=self.device, options={"covariates": self.covariates}
             )
+        self._encoders = encoders
         return encoders
 
     def common(self) -> dict[str, Any]:
@@ -94,8 +109,12 @@ class MapSetup:
             "encoders": self.encoders(),
             "cache_dir": self.cache_dir,
             "device": self.device,
-            "show_progress": self.progress,
+            "show_progress": self.show_progress,
         }
+
+    def draw(self, function: Any, out: Path, *args: Any, **kwargs: Any) -> None:
+        """``function(*args, grid, **kwargs, **common())``: one map, saved to ``out``."""
+        self.save(function(*args, self.make_grid(), **kwargs, **self.common()), out)
 
     def save(self, grid_map: Any, out: Path, suffix: str = "") -> None:
         """Write the GeoTIFF (and the preview), with ``suffix`` before the file extensions."""
@@ -136,13 +155,8 @@ def species_command(
     out: OutOpt,
     query: Annotated[str | None, typer.Option(help="Taxon name (text query).")] = None,
     image: Annotated[Path | None, typer.Option(help="Photo of the species.")] = None,
-    points: Annotated[
-        Path | None, typer.Option(help="Occurrences CSV/Parquet with lat, lon columns.")
-    ] = None,
-    background: Annotated[
-        Path | None,
-        typer.Option(help="Background places (CSV/Parquet, lat, lon): presence vs background."),
-    ] = None,
+    points: PointsOpt = None,
+    background: BackgroundOpt = None,
     modality: Annotated[str, typer.Option(help="Grid modality scored directly.")] = "loc",
     query_encoder: Annotated[
         str | None, typer.Option(help="Text or image encoder spec of the query.")
@@ -159,45 +173,72 @@ def species_command(
     """Suitability per cell: similarity of the query (--query, --image or --points) to each cell."""
     from ecomodal.maps import species_map
 
-    common = setup.common()
-    result = species_map(
-        setup.make_grid(),
+    setup.draw(
+        species_map,
+        out,
         query=query,
         image=image,
         points=points,
         background=background,
         modality=modality,
-        encoder=common["encoders"].get(modality),
+        encoder=setup.encoders().get(modality),
         query_encoder=query_encoder,
         model=model,
         via_completion=via_completion,
         visible=visible,
         seed=seed,
-        **common,
     )
-    setup.save(result, out)
+
+
+@app.command("sdm")
+@with_map_options
+def sdm_command(
+    setup: MapSetup,
+    points: PointsOpt,
+    out: OutOpt,
+    background: BackgroundOpt = None,
+    n_background: Annotated[
+        int, typer.Option(help="Grid cells drawn as background when --background is not given.")
+    ] = 10_000,
+    modality: Annotated[str, typer.Option(help="Grid modality the SDM is fitted on.")] = "loc",
+    classifier: Annotated[str, typer.Option(help="logistic, ridge or random_forest.")] = "logistic",
+    seed: SeedOpt = 0,
+) -> None:
+    """Suitability per cell from an SDM fitted on the points' embeddings against background
+    (--background, else --n-background grid cells drawn with --seed)."""
+    from ecomodal.maps import EmbeddingSDM, sdm_map
+
+    setup.draw(
+        sdm_map,
+        out,
+        points=points,
+        background=background,
+        n_background=n_background,
+        modality=modality,
+        sdm=EmbeddingSDM(classifier=classifier, seed=seed),
+        seed=seed,
+    )
 
 
 @app.command("uncertainty")
 @with_map_options
 def uncertainty_command(
     setup: MapSetup,
-    model: Annotated[str, typer.Option(help="ProM3E checkpoint.")],
+    model: CheckpointOpt,
     out: OutOpt,
     visible: VisibleOpt = "sat,loc,env",
 ) -> None:
     """ProM3E's sigma_l1 per cell from the visible modalities (the published biodiversity proxy)."""
     from ecomodal.maps import uncertainty_map
 
-    result = uncertainty_map(model, setup.make_grid(), visible=visible, **setup.common())
-    setup.save(result, out)
+    setup.draw(uncertainty_map, out, model, visible=visible)
 
 
 @app.command("diversity")
 @with_map_options
 def diversity_command(
     setup: MapSetup,
-    model: Annotated[str, typer.Option(help="ProM3E checkpoint.")],
+    model: CheckpointOpt,
     occurrences: Annotated[
         Path, typer.Option(help="Occurrences CSV/Parquet: lat, lon and a species column.")
     ],

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ecomodal.data.splits import split_rows
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.modalities import MODALITIES
 
@@ -108,35 +109,6 @@ class EpochShuffleSampler(Sampler[list[int]]):
         if self.drop_last:
             return per_rank // self.batch_size
         return -(-per_rank // self.batch_size)
-
-
-def split_rows(
-    num_rows: int,
-    *,
-    split_labels: Sequence[str] | np.ndarray | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the training and validation rows.
-
-    With ``split_labels`` (a ``split`` column), rows labelled ``train`` train and ``val`` validate;
-    rows with other labels (``test``) are left out. Without it, a seeded random ``val_fraction``.
-    """
-    if split_labels is not None:
-        labels = np.asarray(split_labels).astype(str)
-        train = np.flatnonzero(labels == "train")
-        val = np.flatnonzero(labels == "val")
-        if len(train) and len(val):
-            return train, val
-        if len(train):
-            num_rows, base = len(train), train
-        else:
-            base = np.arange(num_rows)
-    else:
-        base = np.arange(num_rows)
-    order = np.random.default_rng(seed).permutation(len(base))
-    n_val = max(1, int(round(val_fraction * len(base)))) if val_fraction > 0 else 0
-    return np.sort(base[order[n_val:]]), np.sort(base[order[:n_val]])
 
 
 class EmbeddingDataModule(L.LightningDataModule):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ecomodal.data import splits
 from ecomodal.errors import InvalidInputError
 
 TABLE_NAME = "ecobench-lite.parquet"
@@ -95,14 +96,8 @@ def _versions() -> dict[str, str]:
 
 def random_split(n: int, seed: int) -> np.ndarray:
     """Fixed train/val/test labels (80/10/10) for ``n`` rows."""
-    order = np.random.default_rng([seed, 1]).permutation(n)
-    labels = np.empty(n, dtype=object)
-    n_train = int(round(SPLIT_FRACTIONS["train"] * n))
-    n_val = int(round(SPLIT_FRACTIONS["val"] * n))
-    labels[order[:n_train]] = "train"
-    labels[order[n_train : n_train + n_val]] = "val"
-    labels[order[n_train + n_val :]] = "test"
-    return labels
+    fractions = {"train": SPLIT_FRACTIONS["train"], "val": SPLIT_FRACTIONS["val"]}
+    return splits.random_split(n, fractions=fractions, rest="test", seed=[seed, 1])
 
 
 def spatial_split(
@@ -110,14 +105,9 @@ def spatial_split(
 ) -> np.ndarray:
     """Train/val/test by whole ``block_deg`` blocks: each block goes to one split (seeded), so
     no test place shares a block with a training place."""
-    from ecomodal.geo.blocks import block_ids
-
-    block = block_ids(lat, lon, block_deg)
-    draw = np.random.default_rng([seed, 2]).random(int(block.max()) + 1)
-    cut_train = SPLIT_FRACTIONS["train"]
-    cut_val = cut_train + SPLIT_FRACTIONS["val"]
-    names = np.where(draw < cut_train, "train", np.where(draw < cut_val, "val", "test"))
-    return names[block].astype(object)
+    return splits.random_block_split(
+        lat, lon, block_deg=block_deg, fractions=SPLIT_FRACTIONS, seed=[seed, 2]
+    )
 
 
 def untrained_env_model(num_inputs: int, seed: int) -> torch.nn.Module:

@@ -5,7 +5,8 @@ Tasks: :func:`zero_shot`, :func:`few_shot`, :func:`linear_probe`, :func:`retriev
 and writes ``metrics.json`` and ``report.html``.
 """
 
-from ecomodal.eval.common import fingerprint, make_split, spatial_block_split
+from ecomodal.data.splits import make_split, spatial_block_split
+from ecomodal.eval.common import fingerprint
 from ecomodal.eval.compare import compare_models
 from ecomodal.eval.few_shot import few_shot
 from ecomodal.eval.gap import modality_gap

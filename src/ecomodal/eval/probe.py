@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.data.splits import make_split
 from ecomodal.eval.common import (
     TableLike,
     as_batch,
     column,
     fuse,
     has_all,
-    make_split,
     model_inputs,
     normalise,
     require_model,

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.data.splits import make_split
 from ecomodal.eval.common import (
     TableLike,
     as_batch,
     has_all,
-    make_split,
     model_inputs,
     normalise,
     resolve_model,

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.data.splits import make_split
 from ecomodal.eval.common import (
     TableLike,
     as_batch,
-    make_split,
     model_inputs,
     require_model,
     resolve_model,

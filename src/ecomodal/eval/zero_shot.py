@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.data.splits import make_split
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.eval.common import (
     TableLike,
@@ -14,7 +15,6 @@ from ecomodal.eval.common import (
     column,
     fuse,
     has_all,
-    make_split,
     model_inputs,
     normalise,
     resolve_model,

@@ -1,4 +1,5 @@
-"""Maps over lat/lon grids as GeoTIFF: suitability, uncertainty, diversity and embedding maps."""
+"""Maps over lat/lon grids as GeoTIFF: suitability (cosine or SDM), uncertainty, diversity and
+embedding maps."""
 
 from ecomodal.errors import GridError, MapError
 from ecomodal.maps.cache import GridEmbeddings, embed_grid, grid_embeddings
@@ -6,7 +7,9 @@ from ecomodal.maps.embedding import components_rgb, embedding_map
 from ecomodal.maps.grid import Grid, make_grid
 from ecomodal.maps.output import GridMap, write_map
 from ecomodal.maps.preview import preview_png
-from ecomodal.maps.species import Query, query_embedding, read_points, species_map
+from ecomodal.maps.sdm import EmbeddingSDM
+from ecomodal.maps.sdm_map import sdm_map
+from ecomodal.maps.species import Query, points_lat_lon, query_embedding, read_points, species_map
 from ecomodal.maps.uncertainty import (
     DiversityResult,
     SigmaMap,
@@ -18,6 +21,7 @@ from ecomodal.maps.uncertainty import (
 
 __all__ = [
     "DiversityResult",
+    "EmbeddingSDM",
     "Grid",
     "GridEmbeddings",
     "GridError",
@@ -32,9 +36,11 @@ __all__ = [
     "embedding_map",
     "grid_embeddings",
     "make_grid",
+    "points_lat_lon",
     "preview_png",
     "query_embedding",
     "read_points",
+    "sdm_map",
     "species_density",
     "species_map",
     "uncertainty_map",

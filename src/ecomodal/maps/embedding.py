@@ -124,10 +124,13 @@ def embedding_map(
             raise MapError("modality='prom3e-hidden' needs model= (a ProM3E checkpoint).")
         prom3e = load_model(model, device=device)
         names = parse_modalities(visible, prom3e.modalities)
-        cells = grid_embeddings(
-            grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
-            device=device, show_progress=show_progress,
-        )  # fmt: skip
+    else:
+        names = [modality]
+    cells = grid_embeddings(
+        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        device=device, show_progress=show_progress,
+    )  # fmt: skip
+    if modality == HIDDEN:
         check_visible(prom3e, names, cells)
         config = prom3e.config
         labels = [f"register token {i + 1}" for i in range(config.num_register_tokens)]
@@ -143,10 +146,6 @@ def embedding_map(
                     out[label][ok] = result.hidden[:, first + i]
             return out
     else:
-        cells = grid_embeddings(
-            grid, [modality], embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
-            device=device, show_progress=show_progress,
-        )  # fmt: skip
         labels = [f"{modality} embedding"]
 
         def features(chunk: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -5,8 +5,8 @@
 ``predict(X)`` gives a suitability in [0, 1]. The metrics are the usual SDM ones: AUC-ROC
 (:func:`auc_roc`), the maximum true skill statistic with its threshold (:func:`max_tss`) and the
 continuous Boyce index (:func:`boyce_index`, Hirzel et al. 2006). :func:`cross_validate_sdm` scores
-a model over random (:func:`random_folds`) or spatial-block
-(:func:`ecomodal.geo.blocks.spatial_blocks`) folds.
+a model over random (:func:`~ecomodal.data.splits.random_folds`) or spatial-block
+(:func:`~ecomodal.data.splits.spatial_block_folds`) folds.
 """
 
 from __future__ import annotations
@@ -21,15 +21,28 @@ from scipy.stats import rankdata, spearmanr
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.data.splits import random_folds
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
 
 CLASSIFIERS = ("logistic", "ridge", "random_forest")
 METRICS = ("auc", "tss", "tss_threshold", "boyce")
+
+__all__ = [
+    "CLASSIFIERS",
+    "METRICS",
+    "EmbeddingSDM",
+    "SDMCrossValidation",
+    "auc_roc",
+    "boyce_curve",
+    "boyce_index",
+    "cross_validate_sdm",
+    "max_tss",
+    "random_folds",
+]
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -59,16 +72,20 @@ def _check_labels_scores(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y).reshape(-1)
     score = np.asarray(score, dtype=np.float64).reshape(-1)
     if y.shape != score.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Found labels and scores of inconsistent lengths: [{y.shape[0]}, {score.shape[0]}]."
         )
     values = set(np.unique(y).tolist())
     if not values <= {0, 1}:
-        raise ValueError(f"y must hold 1 (presence) and 0 (background) only; got {sorted(values)}.")
+        raise InvalidArgumentError(
+            f"y must hold 1 (presence) and 0 (background) only; got {sorted(values)}."
+        )
     if len(values) < 2:
-        raise ValueError("y must contain both presences (1) and background points (0).")
+        raise InvalidArgumentError("y must contain both presences (1) and background points (0).")
     if not np.isfinite(score).all():
-        raise ValueError(f"score row {int(np.flatnonzero(~np.isfinite(score))[0])} is not finite.")
+        raise InvalidArgumentError(
+            f"score row {int(np.flatnonzero(~np.isfinite(score))[0])} is not finite."
+        )
     return y.astype(bool), score
 
 
@@ -77,12 +94,13 @@ def _check_features_labels(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     X = _check_features(X, "X")
     y = np.asarray(y).reshape(-1)
     if len(y) != len(X):
-        raise ValueError(f"Found X and y of inconsistent lengths: [{len(X)}, {len(y)}].")
+        raise InvalidArgumentError(f"Found X and y of inconsistent lengths: [{len(X)}, {len(y)}].")
     y, _ = _check_labels_scores(y, np.zeros(len(y)))
     return X, y
 
 
 # ---------------------------------------------------------------------------- estimator
+@dataclass(repr=False, eq=False)  # the __init__ sklearn asks for: it only stores the arguments
 class EmbeddingSDM(BaseEstimator):
     """Presence/background SDM on embedding vectors, in the sklearn style.
 
@@ -101,30 +119,23 @@ class EmbeddingSDM(BaseEstimator):
     Fitted attributes: ``model_`` (the sklearn pipeline), ``n_features_in_``.
     """
 
-    def __init__(
-        self,
-        classifier: str = "logistic",
-        C: float = 1.0,
-        class_weight: str | None = "balanced",
-        standardize: bool = True,
-        max_iter: int = 2000,
-        seed: int = 0,
-    ) -> None:
-        self.classifier = classifier
-        self.C = C
-        self.class_weight = class_weight
-        self.standardize = standardize
-        self.max_iter = max_iter
-        self.seed = seed
+    classifier: str = "logistic"
+    C: float = 1.0
+    class_weight: str | None = "balanced"
+    standardize: bool = True
+    max_iter: int = 2000
+    seed: int = 0
 
     def _make_classifier(self) -> Any:
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"The 'classifier' parameter of EmbeddingSDM must be one of {CLASSIFIERS}; "
                 f"got {self.classifier!r}."
             )
         if self.class_weight not in ("balanced", None):
-            raise ValueError(f"class_weight must be 'balanced' or None; got {self.class_weight!r}.")
+            raise InvalidArgumentError(
+                f"class_weight must be 'balanced' or None; got {self.class_weight!r}."
+            )
         if self.classifier == "random_forest":
             return RandomForestClassifier(
                 n_estimators=200,
@@ -134,7 +145,7 @@ class EmbeddingSDM(BaseEstimator):
                 n_jobs=1,
             )
         if not self.C > 0:
-            raise ValueError(f"C must be positive; got {self.C}.")
+            raise InvalidArgumentError(f"C must be positive; got {self.C}.")
         if self.classifier == "logistic":
             head = LogisticRegression(
                 C=self.C,
@@ -234,11 +245,13 @@ def boyce_curve(
     background = np.asarray(score_background, dtype=np.float64).reshape(-1)
     for name, values in (("score_presence", presence), ("score_background", background)):
         if values.size == 0 or not np.isfinite(values).all():
-            raise ValueError(f"{name} must be a non-empty array of finite scores.")
+            raise InvalidArgumentError(f"{name} must be a non-empty array of finite scores.")
     if int(n_windows) != n_windows or n_windows < 1:
-        raise ValueError(f"n_windows must be a positive integer; got {n_windows}.")
+        raise InvalidArgumentError(f"n_windows must be a positive integer; got {n_windows}.")
     if not 0 < window <= 1:
-        raise ValueError(f"window must be a fraction of the score range in (0, 1]; got {window}.")
+        raise InvalidArgumentError(
+            f"window must be a fraction of the score range in (0, 1]; got {window}."
+        )
     low = min(presence.min(), background.min())
     high = max(presence.max(), background.max())
     width = window * (background.max() - background.min())
@@ -288,18 +301,6 @@ def boyce_index(
 
 
 # ---------------------------------------------------------------------------- cross-validation
-def random_folds(y: Any, n_folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Fold index [N] for stratified random K-fold: each fold keeps the presence share of y."""
-    y = np.asarray(y).reshape(-1)
-    if int(n_folds) != n_folds or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2; got {n_folds}.")
-    folds = np.empty(len(y), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
-    for fold, (_, test) in enumerate(splitter.split(np.zeros((len(y), 1)), y)):
-        folds[test] = fold
-    return folds
-
-
 @dataclass
 class SDMCrossValidation:
     """Result of :func:`cross_validate_sdm`.
@@ -357,7 +358,8 @@ def cross_validate_sdm(
         X: features [N, D].
         y: labels [N], 1 = presence, 0 = background.
         folds: a number of stratified random folds (seeded by ``seed``), or a fold index per
-            sample (from :func:`random_folds` or :func:`ecomodal.geo.blocks.spatial_blocks`).
+            sample (from :func:`~ecomodal.data.splits.random_folds` or
+            :func:`~ecomodal.data.splits.spatial_block_folds`).
         seed: seed of the random folds when ``folds`` is a number.
         n_windows: moving windows of the Boyce index (on the test fold's background).
 
@@ -369,7 +371,7 @@ def cross_validate_sdm(
     else:
         fold_index = np.asarray(folds).reshape(-1)
         if len(fold_index) != len(y):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"folds must give one fold index per sample: got {len(fold_index)} for "
                 f"{len(y)} samples."
             )
@@ -379,7 +381,7 @@ def cross_validate_sdm(
         train = ~test
         for part, mask in (("test", test), ("training", train)):
             if y[mask].all() or not y[mask].any():
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"Fold {fold}: the {part} set holds only "
                     f"{'presences' if y[mask].any() else 'background points'}; "
                     "use fewer folds or other blocks."

@@ -68,6 +68,24 @@ def read_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, A
     return lat, lon, table
 
 
+Points = str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]]
+
+
+def points_lat_lon(points: Points) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) float64 arrays of an occurrence file (see :func:`read_points`) or of
+    (lat, lon) sequences."""
+    if isinstance(points, str | os.PathLike):
+        lat, lon, _ = read_points(points)
+        return lat, lon
+    lat, lon = (np.asarray(v, dtype=np.float64) for v in points)
+    return lat, lon
+
+
+def points_source(points: Points) -> str:
+    """`` in PATH`` for points read from a file, else nothing (for descriptions)."""
+    return f" in {points}" if isinstance(points, str | os.PathLike) else ""
+
+
 def query_embedding(
     *,
     query: str | None = None,
@@ -100,22 +118,15 @@ def query_embedding(
         vectors = model.encode([str(image)])
     else:
         modality = points_modality
-        if isinstance(points, str | os.PathLike):
-            lat, lon, _ = read_points(points)
-            description = f"mean of {len(lat)} points in {points}"
-        else:
-            lat, lon = (np.asarray(v, dtype=np.float64) for v in points)
-            description = f"mean of {len(lat)} points"
+        lat, lon = points_lat_lon(points)
+        description = f"mean of {len(lat)} points" + points_source(points)
         model = resolve_encoder(modality, encoder, device=device)
         vectors = model.encode(lat=lat, lon=lon)
     vector = vectors.mean(axis=0)
     if background is not None:
         if points is None:
-            raise ValueError("background= applies to points queries only.")
-        if isinstance(background, str | os.PathLike):
-            back_lat, back_lon, _ = read_points(background)
-        else:
-            back_lat, back_lon = (np.asarray(v, dtype=np.float64) for v in background)
+            raise MapError("background= applies to points queries only.")
+        back_lat, back_lon = points_lat_lon(background)
         vector = vector - model.encode(lat=back_lat, lon=back_lon).mean(axis=0)
         description += f" against {len(back_lat)} background points"
     vector = vector / max(float(np.linalg.norm(vector)), 1e-12)

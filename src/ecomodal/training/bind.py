@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ecomodal.data.datamodules import EpochShuffleSampler, split_rows
+from ecomodal.data.datamodules import EpochShuffleSampler
+from ecomodal.data.splits import split_rows
 from ecomodal.errors import InvalidEmbeddingsError, TableFormatError, TrainingError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.checkpoints import load_state_dict_strict, read_weights, save_checkpoint

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecomodal.data.splits import make_split
 from ecomodal.errors import InvalidEmbeddingsError
-from ecomodal.eval.common import TableLike, as_batch, has_all, make_split, modality, normalise
+from ecomodal.eval.common import TableLike, as_batch, has_all, modality, normalise
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.checkpoints import save_checkpoint
 from ecomodal.io.tables import EmbeddingBatch
