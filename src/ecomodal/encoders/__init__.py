@@ -7,7 +7,8 @@ from ecomodal.encoders.base import (
     InvalidInputError,
     RowError,
 )
-from ecomodal.encoders.registry import list_encoders, load_encoder, taxabind_config
+from ecomodal.encoders.registry import list_encoders, load_encoder
+from ecomodal.encoders.taxabind import taxabind_config
 
 __all__ = [
     "EncodeResult",
