@@ -10,16 +10,6 @@ import typer
 app = typer.Typer(help="Embed observation tables; `embed merge` joins shards.")
 
 
-def _encoder_specs(pairs: list[str] | None) -> dict[str, str]:
-    specs = {}
-    for pair in pairs or []:
-        modality, sep, spec = pair.partition("=")
-        if not sep or not modality or not spec:
-            raise typer.BadParameter(f"--encoder expects MODALITY=SPEC; got {pair!r}.")
-        specs[modality.strip()] = spec.strip()
-    return specs
-
-
 @app.callback(invoke_without_command=True)
 def embed_command(
     ctx: typer.Context,
@@ -70,13 +60,14 @@ def embed_command(
     if missing:
         raise typer.BadParameter(f"missing {', '.join(missing)}.")
     from ecomodal.embed import embed_records
+    from ecomodal.options import parse_key_values
 
     options = {"env": {"covariates": covariates}} if covariates else None
     summary = embed_records(
         records,
         out,
         modalities=modalities,
-        encoders=_encoder_specs(encoder),
+        encoders=parse_key_values(encoder, option="--encoder", key="MODALITY", value="SPEC"),
         root=root,
         batch_size=batch_size,
         device=device,

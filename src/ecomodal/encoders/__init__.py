@@ -7,7 +7,12 @@ from ecomodal.encoders.base import (
     InvalidInputError,
     RowError,
 )
-from ecomodal.encoders.registry import list_encoders, load_encoder
+from ecomodal.encoders.registry import (
+    list_encoders,
+    load_encoder,
+    register_encoders,
+    unregister_encoder,
+)
 from ecomodal.encoders.taxabind import taxabind_config
 
 __all__ = [
@@ -18,5 +23,7 @@ __all__ = [
     "RowError",
     "list_encoders",
     "load_encoder",
+    "register_encoders",
     "taxabind_config",
+    "unregister_encoder",
 ]
