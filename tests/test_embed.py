@@ -340,3 +340,26 @@ def test_taxabench_layout_with_media_templates(tmp_path, tiny_clip, photos):
             encoders={"image": str(folder)},
             media={"image": "x/{species_id}.jpg"},
         )
+
+
+def test_option_and_column_mistakes_are_ecomodal_errors(tmp_path, loc_encoder):
+    from ecomodal.embed import parse_media_templates
+    from ecomodal.errors import MissingColumnError, OptionFormatError
+
+    assert parse_media_templates(["image = photos/{id}.jpg"]) == {"image": "photos/{id}.jpg"}
+    with pytest.raises(OptionFormatError, match="--media expects NAME=TEMPLATE"):
+        parse_media_templates(["photos/{id}.jpg"])
+    records = tmp_path / "obs.csv"
+    records.write_text("id,latitude_deg,lon\na,10,20\n")
+    with pytest.raises(MissingColumnError, match="Map one with --column-map COLUMN=lat"):
+        embed_records(
+            records, tmp_path / "e.parquet", modalities="loc", encoders={"loc": loc_encoder}
+        )
+    from typer.testing import CliRunner
+
+    from ecomodal.cli import app
+
+    args = ["embed", "--records", str(records), "--modalities", "loc", "--out", "e.parquet"]
+    result = CliRunner().invoke(app, [*args, "--encoder", "geoclip"])
+    assert isinstance(result.exception, OptionFormatError)
+    assert "--encoder expects MODALITY=SPEC; got 'geoclip'" in str(result.exception)

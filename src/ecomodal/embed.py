@@ -23,7 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecomodal.encoders.base import Encoder
-from ecomodal.errors import ResumeMismatchError
+from ecomodal.errors import (
+    InvalidArgumentError,
+    InvalidEmbeddingsError,
+    MissingColumnError,
+    OptionFormatError,
+    ResumeMismatchError,
+)
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.records import parse_column_map, read_records, taxonomic_strings
 from ecomodal.io.tables import (
@@ -32,6 +38,7 @@ from ecomodal.io.tables import (
     write_embeddings,
 )
 from ecomodal.modalities import parse_modalities
+from ecomodal.options import parse_key_values
 from ecomodal.progress import progress_bars
 
 MEDIA_MODALITIES = ("image", "sat", "audio")
@@ -90,7 +97,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         shard = None
     if not sep or shard is None or not 0 <= shard[0] < shard[1]:
-        raise ValueError(f"Bad shard {text!r}; expected I/N with 0 <= I < N, e.g. 0/4.")
+        raise OptionFormatError(f"Bad shard {text!r}; expected I/N with 0 <= I < N, e.g. 0/4.")
     return shard
 
 
@@ -115,7 +122,7 @@ def encoder_inputs(
         elif name in records.column_names:
             values = records.column(name).to_numpy(zero_copy_only=False)
         else:
-            raise ValueError(
+            raise MissingColumnError(
                 f"Encoding {encoder.modality!r} needs a {name!r} column; the records have "
                 f"{records.column_names}. Map one with --column-map COLUMN={name}."
             )
@@ -127,19 +134,9 @@ def encoder_inputs(
 
 def parse_media_templates(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     """``["image=photos/{id}.jpg"]`` (or a mapping) -> ``{"image": "photos/{id}.jpg"}``."""
-    if items is None:
-        return {}
     if isinstance(items, Mapping):
         return dict(items)
-    templates = {}
-    for item in items:
-        name, sep, template = str(item).partition("=")
-        if not sep or not name.strip() or not template.strip():
-            raise ValueError(
-                f"Bad media template {item!r}; expected NAME=TEMPLATE, e.g. image={{id}}.jpg."
-            )
-        templates[name.strip()] = template.strip()
-    return templates
+    return parse_key_values(items, option="--media", key="NAME", value="TEMPLATE")
 
 
 def _fill_template(template: str, records: pa.Table, root: Path | None) -> list[str | None]:
@@ -149,7 +146,7 @@ def _fill_template(template: str, records: pa.Table, root: Path | None) -> list[
     fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
     missing = [f for f in fields if f not in records.column_names]
     if missing:
-        raise ValueError(
+        raise MissingColumnError(
             f"Media template {template!r} names columns {missing} that the records lack; they "
             f"have {records.column_names}."
         )
@@ -226,12 +223,12 @@ def embed_records(
     records = Path(records)
     modalities = parse_modalities(modalities)
     if not modalities:
-        raise ValueError("Name at least one modality to embed, e.g. modalities=['loc'].")
+        raise InvalidArgumentError("Name at least one modality to embed, e.g. modalities=['loc'].")
     shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
     out = Path(out)
     target = shard_path(out, *shard) if shard else out
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+        raise InvalidArgumentError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     table = read_records(records, column_map=column_map)
     start, stop = 0, table.num_rows
     if shard:
@@ -436,7 +433,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
     # A shell glob such as NAME.shard-*.parquet also matches the shards' errors tables.
     paths = [Path(p) for p in inputs if not str(p).endswith(".errors.parquet")]
     if not paths:
-        raise ValueError("Give at least one embedding table to merge.")
+        raise InvalidArgumentError("Give at least one embedding table to merge.")
     sidecars = [p.with_suffix(".json") for p in paths]
     infos = (
         [json.loads(s.read_text()) for s in sidecars]
@@ -447,7 +444,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
         counts = {info["shard"][1] for info in infos}
         indices = sorted(info["shard"][0] for info in infos)
         if len(counts) != 1 or indices != list(range(next(iter(counts)))):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"The shards given are not one complete set: indices {indices} of "
                 f"{sorted(counts)}; expected 0..N-1 of one N."
             )
@@ -459,7 +456,9 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
     for path in paths[1:]:
         table = read_embeddings(path)
         if table.dims != dims:
-            raise ValueError(f"{path} has embedding columns {table.dims}; {paths[0]} has {dims}.")
+            raise InvalidEmbeddingsError(
+                f"{path} has embedding columns {table.dims}; {paths[0]} has {dims}."
+            )
     out = Path(out)
     written = _concat_embeddings(paths, out, dims, encoder_names)
     error_tables = [pq.read_table(errors_path(p)) for p in paths if errors_path(p).is_file()]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecomodal.errors import ModelNotFoundError
+from ecomodal.errors import InvalidArgumentError, ModelNotFoundError
 
 HF_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
@@ -31,7 +31,7 @@ def parse_model_spec(spec: str | os.PathLike[str]) -> ModelSpec:
     if isinstance(spec, os.PathLike):
         return ModelSpec("local-dir", os.fspath(spec))
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Empty model id {spec!r}; expected a folder, 'local-dir:PATH' or 'hf-hub:ORG/NAME'."
         )
     spec = spec.strip()
@@ -39,7 +39,7 @@ def parse_model_spec(spec: str | os.PathLike[str]) -> ModelSpec:
         repo = spec[len(HF_PREFIX) :]
         repo, _, revision = repo.partition("@")
         if repo.count("/") != 1 or not all(repo.split("/")):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Bad hub id {spec!r}; expected 'hf-hub:ORG/NAME' (e.g. hf-hub:MVRL/ProM3E)."
             )
         return ModelSpec("hf-hub", repo, revision or None)

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 app = typer.Typer(help="Embed observation tables; `embed merge` joins shards.")
 
 
-def _encoder_specs(pairs: list[str] | None) -> dict[str, str]:
-    specs = {}
-    for pair in pairs or []:
-        modality, sep, spec = pair.partition("=")
-        if not sep or not modality or not spec:
-            raise typer.BadParameter(f"--encoder expects MODALITY=SPEC; got {pair!r}.")
-        specs[modality.strip()] = spec.strip()
-    return specs
+def _Pairs(help: str) -> Any:  # noqa: N802 (used as a type)
+    """A repeatable ``KEY=VALUE`` option, parsed by :func:`ecomodal.options.parse_key_values`."""
+    return Annotated[list[str] | None, typer.Option(help=f"{help} (repeat).")]
 
 
 @app.callback(invoke_without_command=True)
@@ -31,29 +26,18 @@ def embed_command(
     root: Annotated[
         Path | None, typer.Option(help="Folder that relative media paths start from.")
     ] = None,
-    encoder: Annotated[
-        list[str] | None,
-        typer.Option(help="MODALITY=SPEC, e.g. loc=geoclip or env=local-dir:runs/env (repeat)."),
-    ] = None,
+    encoder: _Pairs("MODALITY=SPEC, e.g. loc=geoclip or env=local-dir:runs/env") = None,
     covariates: Annotated[
         str | None, typer.Option(help="Covariate raster for env (a path, or 'default').")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows per encoder batch.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
     precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
-    column_map: Annotated[
-        list[str] | None,
-        typer.Option(help="COLUMN=NAME, e.g. decimalLatitude=lat (repeat)."),
-    ] = None,
+    column_map: _Pairs("COLUMN=NAME, e.g. decimalLatitude=lat") = None,
     shard: Annotated[
         str | None, typer.Option(help="I/N: embed the I-th of N slices (torchrun's rank if unset).")
     ] = None,
-    media: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="NAME=TEMPLATE media paths, e.g. image=taxabench_images/{id}.jpg (repeat)."
-        ),
-    ] = None,
+    media: _Pairs("NAME=TEMPLATE media paths, e.g. image=taxabench_images/{id}.jpg") = None,
     chunk_rows: Annotated[
         int, typer.Option(help="Rows per resumable chunk (a finished chunk is never redone).")
     ] = 16384,
@@ -70,13 +54,14 @@ def embed_command(
     if missing:
         raise typer.BadParameter(f"missing {', '.join(missing)}.")
     from ecomodal.embed import embed_records
+    from ecomodal.options import parse_key_values
 
     options = {"env": {"covariates": covariates}} if covariates else None
     summary = embed_records(
         records,
         out,
         modalities=modalities,
-        encoders=_encoder_specs(encoder),
+        encoders=parse_key_values(encoder, option="--encoder", key="MODALITY", value="SPEC"),
         root=root,
         batch_size=batch_size,
         device=device,

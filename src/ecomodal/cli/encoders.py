@@ -35,7 +35,8 @@ def encoders_list_command(
 
     for row in list_encoders(modality):
         default = " (default)" if row.get("default") else ""
+        spec, dim = row.get("spec", row.get("loader", "")), row.get("dim", "?")
         typer.echo(
-            f"{row['modality']:6} {row['name']:12} {row['spec']:28} dim {row['dim']:<5} "
-            f"licence: {row['licence']}{default}\n       {row['description']}"
+            f"{row['modality']:6} {row['name']:12} {spec:28} dim {dim:<5} "
+            f"licence: {row.get('licence', 'unknown')}{default}\n       {row.get('description', '')}"
         )

@@ -7,7 +7,13 @@ from ecomodal.encoders.base import (
     InvalidInputError,
     RowError,
 )
-from ecomodal.encoders.registry import list_encoders, load_encoder, taxabind_config
+from ecomodal.encoders.registry import (
+    list_encoders,
+    load_encoder,
+    register_encoders,
+    unregister_encoder,
+)
+from ecomodal.encoders.taxabind import taxabind_config
 
 __all__ = [
     "EncodeResult",
@@ -17,5 +23,7 @@ __all__ = [
     "RowError",
     "list_encoders",
     "load_encoder",
+    "register_encoders",
     "taxabind_config",
+    "unregister_encoder",
 ]

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared, prepare_rows
-from ecomodal.encoders.hf import load_transformers_model
+from ecomodal.encoders.hf import load_projection_model
+from ecomodal.encoders.taxabind import taxabind_config
 from ecomodal.io.media import load_audio
 
 _NUMPY_RNG_LOCK = threading.Lock()
@@ -90,8 +91,6 @@ def clap_feature_extractor(folder: str | Path) -> Any:
     (laion/clap-htsat-unfused: 48 kHz, 64 mel bins 50-14000 Hz, 10 s, repeatpad, fusion)."""
     from transformers import ClapFeatureExtractor
 
-    from ecomodal.encoders.registry import taxabind_config
-
     folder = Path(folder)
     if (folder / "preprocessor_config.json").is_file():
         return ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
@@ -118,15 +117,10 @@ def load_audio_encoder(
     """An audio encoder from a transformers ``ClapAudioModelWithProjection`` folder."""
     from transformers import ClapAudioModelWithProjection
 
-    model = load_transformers_model(ClapAudioModelWithProjection, folder)
-    info = EncoderInfo(
-        id=encoder_id,
-        modality="audio",
-        dim=int(model.config.projection_dim),
-        licence=licence,
-        source=str(folder),
-        description="CLAP HTSAT-fused audio tower with projection (transformers)",
-    )
+    model, info = load_projection_model(
+        ClapAudioModelWithProjection, folder, encoder_id=encoder_id, modality="audio",
+        licence=licence, description="CLAP HTSAT-fused audio tower with projection (transformers)",
+    )  # fmt: skip
     return AudioEncoder(
         _AudioWithProjection(model),
         info,

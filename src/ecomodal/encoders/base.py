@@ -20,7 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecomodal.errors import EcomodalError, InvalidInputError
+from ecomodal.errors import (
+    EcomodalError,
+    InvalidArgumentError,
+    InvalidInputError,
+    MissingColumnError,
+)
 from ecomodal.precision import check_precision, precision_context
 from ecomodal.progress import progress_bar
 
@@ -168,7 +173,7 @@ class Encoder(abc.ABC):
         naming it; ``"null"`` gives NaN rows instead (see :meth:`encode_rows` for the reasons).
         """
         if on_error not in ("raise", "null"):
-            raise ValueError(f"on_error must be 'raise' or 'null', got {on_error!r}.")
+            raise InvalidArgumentError(f"on_error must be 'raise' or 'null', got {on_error!r}.")
         result = self.encode_rows(
             inputs,
             batch_size=batch_size,
@@ -204,7 +209,7 @@ class Encoder(abc.ABC):
         n_rows = len(next(iter(table.values()))) if table else 0
         batch_size = int(batch_size or self.default_batch_size)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}.")
         if device is not None and torch.device(device) != self.device:
             self.device = torch.device(device)
             self.model.to(self.device)
@@ -248,7 +253,7 @@ class Encoder(abc.ABC):
             if _is_table(inputs):
                 missing = [name for name in names if name not in _table_names(inputs)]
                 if missing:
-                    raise ValueError(
+                    raise MissingColumnError(
                         f"{self.id} needs input columns {list(names)}; the table lacks {missing}."
                     )
                 given = {name: _table_column(inputs, name) for name in names}
@@ -271,7 +276,7 @@ class Encoder(abc.ABC):
         arrays = {name: _as_array(values, name) for name, values in given.items()}
         lengths = {name: len(values) for name, values in arrays.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"{self.id}: input columns differ in length: {lengths}.")
+            raise InvalidArgumentError(f"{self.id}: input columns differ in length: {lengths}.")
         return arrays
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, StringEncoder
-from ecomodal.errors import CheckpointError
+from ecomodal.encoders.taxabind import taxabind_preprocess
+from ecomodal.errors import CheckpointError, InvalidArgumentError, MissingDependencyError
 from ecomodal.io.media import CLIP_MEAN, CLIP_STD, ImagePreprocess
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -38,7 +39,7 @@ def _require_open_clip():
     try:
         import open_clip
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "The image and text encoders need open_clip; install them with "
             "`pip install 'ecomodal[vision]'`."
         ) from err
@@ -142,7 +143,6 @@ class TextEncoder(StringEncoder):
 
 def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:
     """Preprocessing named by a registry entry: ``"taxabind"`` (default) or ``"clip"``."""
-    from ecomodal.encoders.registry import taxabind_preprocess
 
     style = options.get("preprocess", "taxabind")
     if style == "clip":
@@ -150,7 +150,9 @@ def image_preprocess(options: Mapping[str, Any]) -> ImagePreprocess:
             resize=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
         )
     if style != "taxabind":
-        raise ValueError(f"Unknown image preprocessing {style!r}; expected 'taxabind' or 'clip'.")
+        raise InvalidArgumentError(
+            f"Unknown image preprocessing {style!r}; expected 'taxabind' or 'clip'."
+        )
     return taxabind_preprocess("image")
 
 

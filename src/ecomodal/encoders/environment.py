@@ -11,7 +11,7 @@ import torch
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared
 from ecomodal.encoders.location import check_coordinates
-from ecomodal.errors import CheckpointError
+from ecomodal.errors import CheckpointError, InvalidArgumentError
 from ecomodal.geo.covariates import DEFAULT_BANDS, CovariateStack
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
@@ -37,7 +37,7 @@ class EnvironmentEncoder(Encoder):
 
     def __init__(self, model: SINRResidualMLP, info: EncoderInfo, covariates: CovariateStack, **kw):
         if covariates.num_bands != model.num_inputs:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"The env encoder takes {model.num_inputs} covariates but the raster "
                 f"{covariates.raster.source or '(in memory)'} has {covariates.num_bands} bands "
                 f"({', '.join(covariates.band_names)})."
@@ -102,7 +102,7 @@ def load_environment_encoder(
             if bands is not None and tuple(bands) == DEFAULT_BANDS:
                 covariates = "default"
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"The env encoder in {folder} takes {model.num_inputs} covariates "
                     f"({', '.join(bands or ['unnamed'])}); pass covariates=PATH to a raster with "
                     "those bands (e.g. TaxaBench-8k's bioclim_elevation_scaled.npy or a WorldClim "

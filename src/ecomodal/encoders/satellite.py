@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ecomodal.encoders.base import EncoderInfo, PixelEncoder
-from ecomodal.encoders.hf import load_transformers_model
+from ecomodal.encoders.base import PixelEncoder
+from ecomodal.encoders.hf import load_projection_model
+from ecomodal.encoders.taxabind import taxabind_preprocess
 
 
 class _VisionWithProjection(nn.Module):
@@ -41,18 +42,11 @@ def load_satellite_encoder(
     """A sat encoder from a transformers ``CLIPVisionModelWithProjection`` folder."""
     from transformers import CLIPVisionModelWithProjection
 
-    from ecomodal.encoders.registry import taxabind_preprocess
-
-    model = load_transformers_model(CLIPVisionModelWithProjection, folder)
+    model, info = load_projection_model(
+        CLIPVisionModelWithProjection, folder, encoder_id=encoder_id, modality="sat",
+        licence=licence, description="CLIP vision tower with projection (transformers)",
+    )  # fmt: skip
     preprocess = taxabind_preprocess("sat")
-    info = EncoderInfo(
-        id=encoder_id,
-        modality="sat",
-        dim=int(model.config.projection_dim),
-        licence=licence,
-        source=str(folder),
-        description="CLIP vision tower with projection (transformers)",
-    )
     return SatelliteEncoder(
         _VisionWithProjection(model), info, preprocess, device=device, precision=precision
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecomodal.errors import InvalidArgumentError, RasterFormatError
 from ecomodal.io.rasters import Raster, read_raster, write_geotiff
 
 SAMPLING_METHODS = ("nearest", "bilinear")
@@ -65,7 +66,7 @@ def bioclim_from_monthly(
     temperature = np.asarray(temperature, dtype=np.float64)
     precipitation = np.asarray(precipitation, dtype=np.float64)
     if temperature.shape[0] != 12 or precipitation.shape != temperature.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             "temperature and precipitation must both be [12, ...] monthly arrays of one shape; "
             f"got {temperature.shape} and {precipitation.shape}."
         )
@@ -111,7 +112,7 @@ class CovariateStack:
         method: str = "nearest",
     ) -> None:
         if method not in SAMPLING_METHODS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Unknown sampling method {method!r}; expected one of: {', '.join(SAMPLING_METHODS)}."
             )
         self.raster = raster
@@ -129,7 +130,9 @@ class CovariateStack:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.where(np.asarray(std, dtype=np.float32) > 0, std, 1.0).astype(np.float32)
         if self.mean.shape != (n_bands,) or self.std.shape != (n_bands,):
-            raise ValueError(f"z-score statistics must have one value per band ({n_bands}).")
+            raise InvalidArgumentError(
+                f"z-score statistics must have one value per band ({n_bands})."
+            )
 
     @classmethod
     def open(cls, path: str | Path | None = None, **kwargs) -> CovariateStack:
@@ -151,7 +154,7 @@ class CovariateStack:
         """A stack restricted to ``band_names`` in that order (errors name what is missing)."""
         missing = [name for name in band_names if name not in self.raster.band_names]
         if missing:
-            raise ValueError(
+            raise RasterFormatError(
                 f"Covariate raster {self.raster.source or '(in memory)'} lacks bands {missing}; "
                 f"it has {self.raster.band_names}."
             )
