@@ -1,5 +1,6 @@
 """ecomodal: one embedding space for photos, names, places, satellite views, climate and sounds."""
 
+from ecomodal.data.multinat import import_multinat
 from ecomodal.embed import embed_records, merge_embeddings
 from ecomodal.encoders import Encoder, EncoderInfo, list_encoders, load_encoder
 from ecomodal.errors import (
@@ -11,15 +12,10 @@ from ecomodal.errors import (
     UnknownModalityError,
 )
 from ecomodal.inference import complete_table
+from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import EmbeddingTable, read_embeddings
 from ecomodal.io.records import read_records
-from ecomodal.io.tables import (
-    EmbeddingBatch,
-    EmbeddingTable,
-    EmbeddingTableWriter,
-    import_multinat,
-    read_embeddings,
-    write_embeddings,
-)
+from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import EMBED_DIM, MODALITIES
 from ecomodal.models import Completion, ProM3E, ProM3EConfig, load_model
 
