@@ -25,12 +25,9 @@ import pyarrow.parquet as pq
 from ecomodal.encoders.base import Encoder
 from ecomodal.errors import ResumeMismatchError
 from ecomodal.io.atomic import atomic_path
+from ecomodal.io.reader import read_embeddings
 from ecomodal.io.records import parse_column_map, read_records, taxonomic_strings
-from ecomodal.io.tables import (
-    EmbeddingTableWriter,
-    read_embeddings,
-    write_embeddings,
-)
+from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import parse_modalities
 from ecomodal.progress import progress_bars
 

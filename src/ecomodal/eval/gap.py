@@ -9,14 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    make_split,
-    model_inputs,
-    normalise,
-    resolve_model,
-)
+from ecomodal.eval.common import make_split, model_inputs, normalise, resolve_model
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
 
 

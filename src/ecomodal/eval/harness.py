@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.eval.common import TableLike, as_batch, fingerprint, make_split, resolve_model
+from ecomodal.eval.common import fingerprint, make_split, resolve_model
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.report import Section, bar_chart, distributions, heatmap, write_report
 
 TASKS = ("zero-shot", "few-shot", "probe", "retrieval", "uncertainty", "gap", "compare")
