@@ -1,5 +1,6 @@
 """ecomodal: one embedding space for photos, names, places, satellite views, climate and sounds."""
 
+from ecomodal._version import __version__ as __version__
 from ecomodal.data.multinat import import_multinat
 from ecomodal.embed import embed_records, merge_embeddings
 from ecomodal.encoders import Encoder, EncoderInfo, list_encoders, load_encoder
@@ -18,8 +19,6 @@ from ecomodal.io.records import read_records
 from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import EMBED_DIM, MODALITIES
 from ecomodal.models import Completion, ProM3E, ProM3EConfig, load_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EMBED_DIM",
