@@ -15,15 +15,8 @@ import pyarrow.parquet as pq
 
 from ecomodal.errors import TableFormatError
 from ecomodal.io.batch import EmbeddingBatch
-from ecomodal.io.format import (
-    ID_COLUMN,
-    column_to_numpy,
-    ids_to_arrow,
-    ids_to_numpy,
-    infer_list_dim,
-    is_embedding_type,
-    open_parquet,
-)
+from ecomodal.io.format import ID_COLUMN, infer_list_dim, is_embedding_type, open_parquet
+from ecomodal.io.reader import batch_from_record
 from ecomodal.io.validate import BatchOrigin
 from ecomodal.io.writer import EmbeddingTableWriter
 from ecomodal.modalities import MODALITIES
@@ -207,20 +200,19 @@ def _multinat_batch(
     extra: list[str],
     offset: int,
 ) -> EmbeddingBatch:
-    raw_ids = record.column(id_col)
-    if raw_ids.null_count:
-        row = int(np.flatnonzero(raw_ids.is_null().to_numpy(zero_copy_only=False))[0])
-        raise TableFormatError(f"{file}: row {offset + row} has a null id ({id_col!r}).")
-    ids = ids_to_numpy(ids_to_arrow(raw_ids, str(file)))
-    embeddings, present = {}, {}
-    for src, modality in ranked:
-        values, mask = column_to_numpy(
-            record.column(src), dims[modality], source=str(file), column=src, ids=ids, offset=offset
-        )
-        missing = mask & np.isnan(values).all(axis=1)
+    batch = batch_from_record(
+        record,
+        source=str(file),
+        offset=offset,
+        id_column=id_col,
+        embeddings={modality: src for src, modality in ranked},
+        dims=dims,
+        extra=extra,
+        id_note=f" ({id_col!r})",
+    )
+    for modality, values in batch.embeddings.items():  # an all-NaN row is a missing modality
+        missing = batch.present[modality] & np.isnan(values).all(axis=1)
         if missing.any():
-            mask = mask & ~missing
+            batch.present[modality] = batch.present[modality] & ~missing
             values[missing] = 0.0
-        embeddings[modality], present[modality] = values, mask
-    columns = pa.Table.from_batches([record.select(extra)]) if extra else None
-    return EmbeddingBatch(ids=ids, embeddings=embeddings, present=present, columns=columns)
+    return batch

@@ -9,7 +9,7 @@ whatever the Python API accepts as a table (a path, an :class:`EmbeddingTable` o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +186,16 @@ class EmbeddingTable:
                         break
                     if not record.num_rows:
                         continue
-                    batch = self._convert(record, wanted, dims, extra, offset)
+                    batch = batch_from_record(
+                        record,
+                        source=source,
+                        offset=offset,
+                        id_column=ID_COLUMN,
+                        embeddings={m: m for m in wanted},
+                        dims=dims,
+                        extra=extra,
+                    )
+                    batch.encoders = {m: self._all_encoders[m] for m in wanted}
                     validator.check(batch, BatchOrigin(source, offset))
                     offset += len(batch)
                     yield batch
@@ -194,34 +203,6 @@ class EmbeddingTable:
                 raise TableFormatError(
                     f"{self.path} could not be read (after row {offset}): {err}"
                 ) from err
-
-    def _convert(
-        self,
-        record: pa.RecordBatch,
-        wanted: list[str],
-        dims: dict[str, int],
-        extra: list[str],
-        offset: int,
-    ) -> EmbeddingBatch:
-        source = str(self.path)
-        raw_ids = record.column(ID_COLUMN)
-        if raw_ids.null_count:
-            row = int(np.flatnonzero(raw_ids.is_null().to_numpy(zero_copy_only=False))[0])
-            raise TableFormatError(f"{source}: row {offset + row} has a null id.")
-        ids = ids_to_numpy(ids_to_arrow(raw_ids, source))
-        embeddings, present = {}, {}
-        for name in wanted:
-            embeddings[name], present[name] = column_to_numpy(
-                record.column(name), dims[name], source=source, column=name, ids=ids, offset=offset
-            )
-        columns = pa.Table.from_batches([record.select(extra)]) if extra else None
-        return EmbeddingBatch(
-            ids=ids,
-            embeddings=embeddings,
-            present=present,
-            columns=columns,
-            encoders={m: self._all_encoders[m] for m in wanted},
-        )
 
     def load(
         self, modalities: Sequence[str] | None = None, columns: Sequence[str] | None = None
@@ -277,6 +258,38 @@ def read_embeddings(
     file that is not Parquet or has no ``id`` column :class:`~ecomodal.errors.TableFormatError`.
     """
     return EmbeddingTable(path, modalities=modalities)
+
+
+def batch_from_record(
+    record: pa.RecordBatch,
+    *,
+    source: str,
+    offset: int,
+    id_column: str,
+    embeddings: Mapping[str, str],
+    dims: Mapping[str, int],
+    extra: Sequence[str],
+    id_note: str = "",
+) -> EmbeddingBatch:
+    """One Arrow record batch as an :class:`EmbeddingBatch` (not yet validated).
+
+    ``embeddings`` maps each output embedding column to the record's column holding it, ``dims``
+    gives their dimensions, ``extra`` the record's columns carried as extra columns. A null id
+    raises :class:`~ecomodal.errors.TableFormatError` naming ``source``, the row (counted from
+    ``offset``) and ``id_note``.
+    """
+    raw_ids = record.column(id_column)
+    if raw_ids.null_count:
+        row = int(np.flatnonzero(raw_ids.is_null().to_numpy(zero_copy_only=False))[0])
+        raise TableFormatError(f"{source}: row {offset + row} has a null id{id_note}.")
+    ids = ids_to_numpy(ids_to_arrow(raw_ids, source))
+    values, present = {}, {}
+    for name, src in embeddings.items():
+        values[name], present[name] = column_to_numpy(
+            record.column(src), dims[name], source=source, column=src, ids=ids, offset=offset
+        )
+    columns = pa.Table.from_batches([record.select(extra)]) if extra else None
+    return EmbeddingBatch(ids=ids, embeddings=values, present=present, columns=columns)
 
 
 #: What the Python API accepts as a table: a path, a lazy table or rows in memory.
