@@ -40,20 +40,12 @@ import pyarrow.compute as pc
 from ecomodal._version import __version__
 from ecomodal.errors import InvalidArgumentError, TableFormatError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.io.records import _read_table, read_records
+from ecomodal.io.records import _read_table, failure_schema, read_records
 
 FAILURES_NAME = "fetch_failures.parquet"
 
 #: Schema of the failures table.
-FAILURES_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),
-        ("id", pa.string()),
-        ("column", pa.string()),
-        ("url", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+FAILURES_SCHEMA = failure_schema("column", "url")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,10}")

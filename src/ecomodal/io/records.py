@@ -41,6 +41,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+def failure_schema(*fields: str) -> pa.Schema:
+    """Schema of a per-row failure report on a records table: ``row``, ``id``, the string
+    ``fields`` (e.g. ``"column", "url"``), then ``reason``."""
+    middle = [(name, pa.string()) for name in fields]
+    return pa.schema([("row", pa.int64()), ("id", pa.string()), *middle, ("reason", pa.string())])
+
+
 def parse_column_map(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     """``["decimalLatitude=lat", ...]`` (or a mapping) -> ``{"decimalLatitude": "lat"}``.
 
