@@ -1,5 +1,7 @@
 """ecomodal: one embedding space for photos, names, places, satellite views, climate and sounds."""
 
+from ecomodal._version import __version__ as __version__
+from ecomodal.data.multinat import import_multinat
 from ecomodal.embed import embed_records, merge_embeddings
 from ecomodal.encoders import Encoder, EncoderInfo, list_encoders, load_encoder
 from ecomodal.errors import (
@@ -11,19 +13,12 @@ from ecomodal.errors import (
     UnknownModalityError,
 )
 from ecomodal.inference import complete_table
+from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import EmbeddingTable, read_embeddings
 from ecomodal.io.records import read_records
-from ecomodal.io.tables import (
-    EmbeddingBatch,
-    EmbeddingTable,
-    EmbeddingTableWriter,
-    import_multinat,
-    read_embeddings,
-    write_embeddings,
-)
+from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import EMBED_DIM, MODALITIES
 from ecomodal.models import Completion, ProM3E, ProM3EConfig, load_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EMBED_DIM",

@@ -31,26 +31,15 @@ from ecomodal.errors import (
     ResumeMismatchError,
 )
 from ecomodal.io.atomic import atomic_path
-from ecomodal.io.records import parse_column_map, read_records, taxonomic_strings
-from ecomodal.io.tables import (
-    EmbeddingTableWriter,
-    read_embeddings,
-    write_embeddings,
-)
+from ecomodal.io.reader import read_embeddings
+from ecomodal.io.records import failure_schema, parse_column_map, read_records, taxonomic_strings
+from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import parse_modalities
 from ecomodal.options import parse_key_values
 from ecomodal.progress import progress_bars
 
 MEDIA_MODALITIES = ("image", "sat", "audio")
-ERROR_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),
-        ("id", pa.string()),
-        ("modality", pa.string()),
-        ("column", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+ERROR_SCHEMA = failure_schema("modality", "column")
 DEFAULT_CHUNK_ROWS = 16384
 
 

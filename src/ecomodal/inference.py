@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ecomodal.io.tables import EmbeddingBatch, EmbeddingTableWriter, read_embeddings
+from ecomodal.errors import UnknownModalityError
+from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import read_embeddings
+from ecomodal.io.writer import EmbeddingTableWriter
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
@@ -58,7 +61,7 @@ def complete_table(
     needed = names if names is not None else [m for m in model.modalities if m in table.modalities]
     missing = [m for m in needed if m not in table.modalities]
     if missing:
-        raise ValueError(
+        raise UnknownModalityError(
             f"{table.path}: visible modalities {missing} are not columns of the table "
             f"(it has {', '.join(table.modalities) or 'none'})."
         )

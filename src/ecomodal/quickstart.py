@@ -59,7 +59,8 @@ def _write_once(path: Path, make) -> Path:
 
 def _bind_features(built_table: Path, out: Path) -> Path:
     """The binding inputs: env = covariates, sat = backbone features, loc = targets."""
-    from ecomodal.io.tables import read_embeddings, write_embeddings
+    from ecomodal.io.reader import read_embeddings
+    from ecomodal.io.writer import write_embeddings
 
     def make(path: Path) -> None:
         batch = read_embeddings(built_table).load()
@@ -89,7 +90,8 @@ def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path
 
     from ecomodal.data.ecobench import embed_env_covariates, project_sat_features
     from ecomodal.encoders import load_encoder
-    from ecomodal.io.tables import read_embeddings, write_embeddings
+    from ecomodal.io.reader import read_embeddings
+    from ecomodal.io.writer import write_embeddings
 
     def make(path: Path) -> None:
         batch = read_embeddings(built_table).load()
@@ -211,7 +213,7 @@ def evaluate_quickstart(table: Path, model: Any, *, seed: int = 0) -> dict[str, 
     from ecomodal.data.splits import make_split
     from ecomodal.eval import retrieval, uncertainty
     from ecomodal.eval.probe import HIDDEN, feature_sets, fit_probes, label_values
-    from ecomodal.io.tables import read_embeddings
+    from ecomodal.io.reader import read_embeddings
 
     batch = read_embeddings(table).load()
     sides = make_split(batch, "published", seed=seed)

@@ -19,7 +19,7 @@ from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
 from ecomodal.eval.completion import evaluate_completion, sigma_by_visible_count
 from ecomodal.inference import complete_table
 from ecomodal.io.atomic import atomic_path
-from ecomodal.io.tables import write_embeddings
+from ecomodal.io.writer import write_embeddings
 from ecomodal.models.factory import load_model
 from ecomodal.training.prom3e import train_prom3e
 

@@ -290,17 +290,17 @@ def test_select_concat_from_stacked():
 
 
 def test_sliced_arrow_columns_convert_with_their_offset():
-    from ecomodal.io.tables import _column_to_numpy
+    from ecomodal.io.format import column_to_numpy
 
     values = pa.array(np.arange(12, dtype=np.float32))
     mask = pa.array([False, True, False, False])
     fixed = pa.FixedSizeListArray.from_arrays(values, 3, mask=mask).slice(1, 3)
     variable = pa.array([[0.0, 1.0], None, [4.0, 5.0], [6.0, 7.0]], pa.list_(pa.float16()))
     ids = np.array(["a", "b", "c"], dtype=object)
-    out, present = _column_to_numpy(fixed, 3, source="s", column="c", ids=ids, offset=0)
+    out, present = column_to_numpy(fixed, 3, source="s", column="c", ids=ids, offset=0)
     assert present.tolist() == [False, True, True]
     assert out.tolist() == [[0, 0, 0], [6, 7, 8], [9, 10, 11]]
-    out, present = _column_to_numpy(variable.slice(1), 2, source="s", column="c", ids=ids, offset=0)
+    out, present = column_to_numpy(variable.slice(1), 2, source="s", column="c", ids=ids, offset=0)
     assert present.tolist() == [False, True, True] and out.tolist() == [[0, 0], [4, 5], [6, 7]]
 
 

@@ -5,18 +5,6 @@ from __future__ import annotations
 import typer
 
 
-def parse_column_map(pairs: list[str] | None) -> dict[str, str] | None:
-    if not pairs:
-        return None
-    mapping = {}
-    for pair in pairs:
-        source, sep, target = pair.partition("=")
-        if not sep or not source or not target:
-            raise typer.BadParameter(f"--column-map expects SOURCE=MODALITY; got {pair!r}.")
-        mapping[source] = target
-    return mapping
-
-
 def numbers(text: str, kind: type, option: str) -> list:
     try:
         return [kind(part) for part in text.split(",") if part.strip()]

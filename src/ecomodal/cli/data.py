@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ecomodal.cli.common import parse_column_map
+from ecomodal.options import parse_key_values
 
 app = typer.Typer(help="Build and import data sets.", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def synthetic_command(
 ) -> None:
     """Write the synthetic benchmark with known truth (species, places, six modalities)."""
     from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
-    from ecomodal.io.tables import write_embeddings
+    from ecomodal.io.writer import write_embeddings
 
     config = SyntheticConfig(n_species=n_species, missing_rate=missing_rate)
     path = write_embeddings(out, to_batch(make_synthetic(n, config=config, seed=seed)))
@@ -39,11 +39,11 @@ def import_multinat_command(
     id_column: Annotated[str | None, typer.Option(help="Column holding observation ids.")] = None,
 ) -> None:
     """Import ProM3E's published precomputed embeddings into the ecomodal table format."""
-    from ecomodal.io.tables import import_multinat, read_embeddings
+    from ecomodal.data.multinat import import_multinat
+    from ecomodal.io.reader import read_embeddings
 
-    path = import_multinat(
-        source, out, column_map=parse_column_map(column_map), id_column=id_column
-    )
+    mapping = parse_key_values(column_map, option="--column-map", key="SOURCE", value="MODALITY")
+    path = import_multinat(source, out, column_map=mapping, id_column=id_column)
     table = read_embeddings(path)
     typer.echo(f"wrote {table.num_rows} rows with {', '.join(table.modalities)} to {path}")
 

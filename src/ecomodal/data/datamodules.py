@@ -147,7 +147,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             return
         batch = self.data
         if isinstance(batch, (str, Path)):
-            from ecomodal.io.tables import read_embeddings
+            from ecomodal.io.reader import read_embeddings
 
             table = read_embeddings(batch)
             wanted = [m for m in self.modalities if m in table.modalities]

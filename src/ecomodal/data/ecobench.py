@@ -160,7 +160,7 @@ def build_ecobench_lite(
     from ecomodal.geo.covariates import CovariateStack
     from ecomodal.geo.labels import LABEL_SOURCES, country_and_continent, koppen_zone, land_cover
     from ecomodal.io.atomic import atomic_path
-    from ecomodal.io.tables import write_embeddings
+    from ecomodal.io.writer import write_embeddings
     from ecomodal.progress import progress_bar
 
     out = Path(out)

@@ -174,16 +174,6 @@ def published_split(labels: Any) -> np.ndarray:
     return labels
 
 
-def _batch_columns(batch: EmbeddingBatch, *names: str) -> list[np.ndarray]:
-    have = [] if batch.columns is None else batch.columns.column_names
-    for name in names:
-        if name not in have:
-            raise TableFormatError(
-                f"The table has no column {name!r}; extra columns: {', '.join(have) or 'none'}."
-            )
-    return [batch.columns.column(name).to_numpy(zero_copy_only=False) for name in names]
-
-
 def make_split(
     batch: EmbeddingBatch,
     split: str | np.ndarray = "published",
@@ -204,9 +194,9 @@ def make_split(
             )
         return labels
     if split == "published":
-        return published_split(*_batch_columns(batch, "split"))
+        return published_split(batch.column("split"))
     if split == "spatial-block":
-        lat, lon = _batch_columns(batch, "lat", "lon")
+        lat, lon = batch.column("lat"), batch.column("lon")
         return spatial_block_split(
             lat,
             lon,

@@ -270,7 +270,7 @@ def to_batch(data: SyntheticData) -> Any:
     """The data as an :class:`~ecomodal.io.tables.EmbeddingBatch`, ready to write as a table."""
     import pyarrow as pa
 
-    from ecomodal.io.tables import EmbeddingBatch
+    from ecomodal.io.batch import EmbeddingBatch
 
     columns = pa.table(
         {k: pa.array(v.tolist() if v.dtype == object else v) for k, v in data.columns.items()}

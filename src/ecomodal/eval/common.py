@@ -1,79 +1,26 @@
-"""Shared plumbing of the evaluation tasks: loading tables, models, splits and fingerprints."""
+"""Shared plumbing of the evaluation tasks: loading models, splits and fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import SPLITS, make_split, spatial_block_split
-from ecomodal.errors import TableFormatError, UnknownModalityError
 from ecomodal.eval.completion import _normalise as normalise
-from ecomodal.io.tables import EmbeddingBatch, EmbeddingTable, read_embeddings
+from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.models.prom3e import ProM3E
-
-TableLike = str | os.PathLike[str] | EmbeddingTable | EmbeddingBatch
 
 __all__ = [
     "SPLITS",
-    "TableLike",
-    "as_batch",
-    "column",
     "fingerprint",
-    "fuse",
     "make_split",
     "model_inputs",
     "normalise",
     "resolve_model",
     "spatial_block_split",
 ]
-
-
-def as_batch(table: TableLike) -> EmbeddingBatch:
-    """All rows of a table path, an :class:`EmbeddingTable` or an :class:`EmbeddingBatch`."""
-    if isinstance(table, EmbeddingBatch):
-        return table
-    if isinstance(table, EmbeddingTable):
-        return table.load()
-    return read_embeddings(table).load()
-
-
-def column(batch: EmbeddingBatch, name: str) -> np.ndarray:
-    """The extra column ``name`` as a numpy array; a clear error names the columns there are."""
-    names = [] if batch.columns is None else batch.columns.column_names
-    if name not in names:
-        raise TableFormatError(
-            f"The table has no column {name!r}; extra columns: {', '.join(names) or 'none'}."
-        )
-    return batch.columns.column(name).to_numpy(zero_copy_only=False)
-
-
-def modality(batch: EmbeddingBatch, name: str) -> np.ndarray:
-    """The embeddings of one modality [N, D]; a clear error names the modalities there are."""
-    if name not in batch.embeddings:
-        raise UnknownModalityError(
-            f"The table has no embedding column {name!r}; available: "
-            f"{', '.join(batch.modalities) or 'none'}."
-        )
-    return batch.embeddings[name]
-
-
-def fuse(batch: EmbeddingBatch, modalities: Sequence[str]) -> np.ndarray:
-    """TaxaBind's fusion: the normalised sum of the normalised embeddings of ``modalities``."""
-    total = sum(normalise(modality(batch, m)) for m in modalities)
-    return normalise(np.asarray(total, dtype=np.float32))
-
-
-def has_all(batch: EmbeddingBatch, modalities: Sequence[str]) -> np.ndarray:
-    """Rows [N] that have every one of ``modalities``."""
-    mask = np.ones(len(batch), dtype=bool)
-    for m in modalities:
-        modality(batch, m)
-        mask &= batch.present[m]
-    return mask
 
 
 def resolve_model(model: Any) -> ProM3E | None:

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ecomodal.errors import InvalidEmbeddingsError
-from ecomodal.eval.common import TableLike, as_batch, column, has_all, normalise
+from ecomodal.eval.common import normalise
 from ecomodal.eval.probe import label_values
 from ecomodal.eval.zero_shot import class_prototypes, top_k_hits
+from ecomodal.io.reader import TableLike, as_batch
 
 
 def group_counts(labels: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, float]]:
@@ -51,7 +52,7 @@ def compare_models(
     common: set[str] | None = None
     for batch in batches.values():
         _, known = label_values(batch, label)
-        usable = known & has_all(batch, [image, text])
+        usable = known & batch.has_all([image, text])
         ids = set(batch.ids[usable].tolist())
         common = ids if common is None else common & ids
     if not common:
@@ -65,7 +66,7 @@ def compare_models(
         position = {i: k for k, i in enumerate(batch.ids.tolist())}
         sub = batch.select(np.array([position[i] for i in ordered], dtype=np.int64))
         labels, _ = label_values(sub, label)
-        groups = np.asarray([str(v) for v in column(sub, group)], dtype=object)
+        groups = np.asarray([str(v) for v in sub.column(group)], dtype=object)
         images = normalise(sub.embeddings[image])
         per_group = {}
         for g in sorted(set(groups)):

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import TableLike, as_batch, resolve_model
+from ecomodal.eval.common import resolve_model
 from ecomodal.eval.probe import feature_sets, label_values
 from ecomodal.eval.zero_shot import class_prototypes
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.seeding import mix_seed
 
 METHODS = ("centroid", "ridge", "logistic")

@@ -10,13 +10,8 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    model_inputs,
-    normalise,
-    resolve_model,
-)
+from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import TableLike, as_batch, fingerprint, resolve_model
+from ecomodal.eval.common import fingerprint, resolve_model
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.report import Section, bar_chart, distributions, heatmap, write_report
 
 TASKS = ("zero-shot", "few-shot", "probe", "retrieval", "uncertainty", "gap", "compare")

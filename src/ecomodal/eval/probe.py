@@ -8,18 +8,9 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    column,
-    fuse,
-    has_all,
-    model_inputs,
-    normalise,
-    require_model,
-    resolve_model,
-)
-from ecomodal.io.tables import EmbeddingBatch
+from ecomodal.eval.common import model_inputs, normalise, require_model, resolve_model
+from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.prom3e import ProM3E
 
 HIDDEN = "prom3e-hidden"
@@ -52,7 +43,7 @@ def feature_sets(
     if isinstance(features, str) and features in (HIDDEN, COMPLETED):
         prom3e = require_model(model, f"features={features!r}")
         vis = list(visible) if visible else default_visible(batch, prom3e)
-        rows = np.flatnonzero(has_all(batch, vis))
+        rows = np.flatnonzero(batch.has_all(vis))
         emb, present = model_inputs(batch.select(rows), prom3e)
         done = prom3e.complete(
             emb, visible=vis, n_samples=0, seed=seed, present=present, return_hidden=True
@@ -63,14 +54,14 @@ def feature_sets(
             values = done.embeddings.reshape(len(rows), -1)
         return {f"{features}[{'+'.join(vis)}]": (np.asarray(values, np.float32), rows)}
     names = [features] if isinstance(features, str) else list(features)
-    rows = np.flatnonzero(has_all(batch, names))
+    rows = np.flatnonzero(batch.has_all(names))
     sub = batch.select(rows)
     if len(names) == 1:
         return {names[0]: (normalise(sub.embeddings[names[0]]), rows)}
     out = {}
     key = "+".join(names)
     if "fusion" in combine:
-        out[f"fusion[{key}]"] = (fuse(sub, names), rows)
+        out[f"fusion[{key}]"] = (sub.fuse(names), rows)
     if "concat" in combine:
         out[f"concat[{key}]"] = (
             np.concatenate([normalise(sub.embeddings[m]) for m in names], axis=1),
@@ -116,7 +107,7 @@ def classification_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str,
 
 def label_values(batch: EmbeddingBatch, label: str) -> tuple[np.ndarray, np.ndarray]:
     """The label column as strings and the mask of rows where it is set."""
-    values = column(batch, label)
+    values = batch.column(label)
     known = np.array([v is not None and v == v and str(v) != "" for v in values], dtype=bool)
     return np.asarray([str(v) for v in values], dtype=object), known
 

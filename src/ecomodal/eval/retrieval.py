@@ -9,14 +9,8 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    has_all,
-    model_inputs,
-    normalise,
-    resolve_model,
-)
+from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.io.reader import TableLike, as_batch
 
 DEFAULT_DELTAS = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_KS = (1, 5, 10)
@@ -151,7 +145,7 @@ def retrieval(
 
     for pair in pairs:
         source, target = parse_pair(pair)
-        rows = has_all(batch, [source, target])
+        rows = batch.has_all([source, target])
         test = np.flatnonzero(rows & (labels == "test"))
         val = np.flatnonzero(rows & (labels == "val"))
         if len(test) < 2:

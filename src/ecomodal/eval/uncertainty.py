@@ -9,14 +9,9 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    model_inputs,
-    require_model,
-    resolve_model,
-)
+from ecomodal.eval.common import model_inputs, require_model, resolve_model
 from ecomodal.eval.completion import visible_subsets
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

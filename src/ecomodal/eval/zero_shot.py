@@ -9,18 +9,10 @@ import numpy as np
 
 from ecomodal.data.splits import make_split
 from ecomodal.errors import InvalidEmbeddingsError
-from ecomodal.eval.common import (
-    TableLike,
-    as_batch,
-    column,
-    fuse,
-    has_all,
-    model_inputs,
-    normalise,
-    resolve_model,
-)
+from ecomodal.eval.common import model_inputs, normalise, resolve_model
 from ecomodal.eval.probe import label_values
-from ecomodal.io.tables import EmbeddingBatch
+from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
 
 #: Coarser ranks looked for among the table's columns, finest first.
@@ -60,7 +52,7 @@ def _candidates(
         names = [str(k) for k in candidates]
         return names, normalise(np.stack([np.asarray(v, np.float32) for v in candidates.values()]))
     labels, known = label_values(batch, label)
-    rows = known & has_all(batch, [text])
+    rows = known & batch.has_all([text])
     if not rows.any():
         raise InvalidEmbeddingsError(
             f"No row has both a {label!r} value and a {text!r} embedding to build candidates from."
@@ -83,7 +75,7 @@ def _rank_of_candidates(
 ) -> np.ndarray:
     """The ``rank`` value (e.g. genus) of each candidate name, by the table's rows."""
     labels, _ = label_values(batch, label)
-    coarse = np.asarray([str(v) for v in column(batch, rank)], dtype=object)
+    coarse = np.asarray([str(v) for v in batch.column(rank)], dtype=object)
     lookup = dict(zip(labels, coarse, strict=True))
     return np.asarray([lookup.get(n, f"?{n}") for n in names], dtype=object)
 
@@ -117,14 +109,14 @@ def zero_shot(
     vis = parse_modalities(visible, batch.modalities)
     names, protos = _candidates(batch, label, candidates, text)
     labels, known = label_values(batch, label)
-    rows = known & has_all(batch, vis)
+    rows = known & batch.has_all(vis)
     if split is not None:
         rows &= make_split(batch, split, seed=seed) == "test"
     is_candidate = np.isin(labels, names)
     excluded = int((rows & ~is_candidate).sum())
     rows &= is_candidate
     sub = batch.select(np.flatnonzero(rows))
-    scores = {"direct": fuse(sub, vis) @ protos.T}
+    scores = {"direct": sub.fuse(vis) @ protos.T}
     if prom3e is not None:
         emb, present = model_inputs(sub, prom3e)
         done = prom3e.complete(emb, visible=vis, n_samples=n_samples, seed=seed, present=present)

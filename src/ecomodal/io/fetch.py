@@ -37,22 +37,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ecomodal.errors import TableFormatError
+from ecomodal._version import __version__
+from ecomodal.errors import InvalidArgumentError, TableFormatError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.io.records import _read_table, read_records
+from ecomodal.io.records import _read_table, failure_schema, read_records
 
 FAILURES_NAME = "fetch_failures.parquet"
 
 #: Schema of the failures table.
-FAILURES_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),
-        ("id", pa.string()),
-        ("column", pa.string()),
-        ("url", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+FAILURES_SCHEMA = failure_schema("column", "url")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,10}")
@@ -176,23 +169,25 @@ def fetch_media(
     Raises:
         FileNotFoundError: ``records`` does not exist.
         TableFormatError: the table is unreadable or lacks one of ``columns``.
-        ValueError: a bad option.
+        InvalidArgumentError: a bad option (a ValueError).
     """
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",")]
     columns = list(dict.fromkeys(c for c in columns if c))
     if not columns:
-        raise ValueError("No URL columns given.")
+        raise InvalidArgumentError("No URL columns given.")
     if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}.")
+        raise InvalidArgumentError(f"max_concurrency must be >= 1, got {max_concurrency}.")
     if per_host_rate is not None and per_host_rate < 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"per_host_rate must be positive (or 0/None: no limit), got {per_host_rate}."
         )
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}.")
+        raise InvalidArgumentError(f"retries must be >= 0, got {retries}.")
     if backoff < 0 or timeout <= 0:
-        raise ValueError(f"backoff must be >= 0 and timeout > 0, got {backoff} and {timeout}.")
+        raise InvalidArgumentError(
+            f"backoff must be >= 0 and timeout > 0, got {backoff} and {timeout}."
+        )
 
     path = Path(records)
     ids = [str(i) for i in read_records(path, column_map=column_map).column("id").to_pylist()]
@@ -517,8 +512,4 @@ def _unlink(path: Path) -> None:
 
 
 def _user_agent() -> str:
-    try:
-        from ecomodal import __version__
-    except ImportError:  # pragma: no cover
-        __version__ = "unknown"
     return f"ecomodal/{__version__} (+media fetch; Python urllib)"

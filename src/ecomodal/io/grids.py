@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import GridStoreError
+from ecomodal.errors import GridStoreError, InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 
 DONE_NAME = "done.json"
@@ -53,7 +53,9 @@ class EmbeddingStore:
                 )
             return store
         if chunk_rows < 1 or rows < 0 or dim < 1:
-            raise ValueError(f"rows={rows}, dim={dim}, chunk_rows={chunk_rows} must be positive.")
+            raise InvalidArgumentError(
+                f"rows={rows}, dim={dim}, chunk_rows={chunk_rows} must be positive."
+            )
         group = zarr.open_group(str(path), mode="w", attributes={"key": key})
         array = group.create_array(
             "embeddings",
@@ -119,7 +121,7 @@ class EmbeddingStore:
         start, stop = self.chunk_range(index)
         values = np.asarray(values, dtype=np.float32)
         if values.shape != (stop - start, self.dim):
-            raise ValueError(
+            raise InvalidEmbeddingsError(
                 f"chunk {index} of {self.path} takes shape {(stop - start, self.dim)}, "
                 f"got {values.shape}."
             )

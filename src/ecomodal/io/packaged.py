@@ -6,12 +6,14 @@ from __future__ import annotations
 from importlib import util
 from pathlib import Path
 
+from ecomodal.errors import MissingDependencyError
+
 
 def package_dir(module: str, install_hint: str) -> Path:
     """The folder of an installed package; ``install_hint`` says how to install it."""
     spec = util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"The '{module}' package is not installed: {install_hint}")
+        raise MissingDependencyError(f"The '{module}' package is not installed: {install_hint}")
     return Path(list(spec.submodule_search_locations)[0])
 
 

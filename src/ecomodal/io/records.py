@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ecomodal.errors import TableFormatError
+from ecomodal.options import parse_key_values
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
@@ -40,19 +41,19 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+def failure_schema(*fields: str) -> pa.Schema:
+    """Schema of a per-row failure report on a records table: ``row``, ``id``, the string
+    ``fields`` (e.g. ``"column", "url"``), then ``reason``."""
+    middle = [(name, pa.string()) for name in fields]
+    return pa.schema([("row", pa.int64()), ("id", pa.string()), *middle, ("reason", pa.string())])
+
+
 def parse_column_map(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["decimalLatitude=lat", ...]`` (or a mapping) -> ``{"decimalLatitude": "lat"}``."""
-    if items is None:
-        return {}
-    if isinstance(items, Mapping):
-        return {str(k): str(v) for k, v in items.items()}
-    mapping = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"Bad column mapping {item!r}; expected COLUMN=NAME, e.g. y=lat.")
-        mapping[key.strip()] = value.strip()
-    return mapping
+    """``["decimalLatitude=lat", ...]`` (or a mapping) -> ``{"decimalLatitude": "lat"}``.
+
+    A malformed pair raises :class:`~ecomodal.errors.OptionFormatError`.
+    """
+    return parse_key_values(items, option="--column-map", key="COLUMN", value="NAME")
 
 
 def read_records(

@@ -29,8 +29,8 @@ from ecomodal.data.datamodules import EpochShuffleSampler
 from ecomodal.data.splits import split_rows
 from ecomodal.errors import InvalidEmbeddingsError, TableFormatError, TrainingError
 from ecomodal.io.atomic import atomic_path
+from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.checkpoints import load_state_dict_strict, read_weights, save_checkpoint
-from ecomodal.io.tables import EmbeddingBatch
 from ecomodal.models.heads import ProjectionHead
 from ecomodal.models.losses import (
     LOGIT_SCALE_INIT,
@@ -98,7 +98,7 @@ def _read_input(data: Any) -> tuple[EmbeddingBatch | None, pa.Table, str]:
     if not path.exists():
         raise FileNotFoundError(f"Training data {path} does not exist.")
     if path.suffix.lower() in (".parquet", ".parq", ".pq"):
-        from ecomodal.io.tables import read_embeddings
+        from ecomodal.io.reader import read_embeddings
 
         try:
             table = read_embeddings(path)

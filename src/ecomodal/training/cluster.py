@@ -29,10 +29,11 @@ from torch import nn
 
 from ecomodal.data.splits import make_split
 from ecomodal.errors import InvalidEmbeddingsError
-from ecomodal.eval.common import TableLike, as_batch, has_all, modality, normalise
+from ecomodal.eval.common import normalise
 from ecomodal.io.atomic import atomic_path
+from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.checkpoints import save_checkpoint
-from ecomodal.io.tables import EmbeddingBatch
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
 
 log = logging.getLogger(__name__)
@@ -330,9 +331,9 @@ def cluster_sweep(
     features = features or embedding
     reference = reference or embedding
     for name in {embedding, features, reference}:
-        modality(batch, name)  # a clear error for a missing column
+        batch.modality(name)  # a clear error for a missing column
     sides = make_split(batch, split, seed=seed)
-    train = np.flatnonzero((sides == "train") & has_all(batch, [embedding, features]))
+    train = np.flatnonzero((sides == "train") & batch.has_all([embedding, features]))
     if len(train) < max(k_values):
         raise ValueError(
             f"K={max(k_values)} needs at least as many train rows with {embedding!r} and "
@@ -348,7 +349,7 @@ def cluster_sweep(
     }
     ref_scores = evaluate_embeddings(batch, reference, **scored)
     runs: list[ClusterRun] = []
-    all_rows = np.flatnonzero(has_all(batch, [features]))
+    all_rows = np.flatnonzero(batch.has_all([features]))
     for k in k_values:
         run_dir = out / f"k{k}"
         done = run_dir / "metrics.json"

@@ -118,7 +118,7 @@ def train_prom3e(
 def infer_input_dim(data, modalities: Sequence[str] | None = None) -> int:
     """The common dimension of the table's embedding columns (those in ``modalities``)."""
     if isinstance(data, (str, Path)):
-        from ecomodal.io.tables import read_embeddings
+        from ecomodal.io.reader import read_embeddings
 
         dims = read_embeddings(data).dims
         source = str(data)
