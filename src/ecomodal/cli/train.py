@@ -7,9 +7,41 @@ from typing import Annotated
 
 import typer
 
-from ecomodal.cli.common import numbers, parse_devices
+from ecomodal.cli.common import parse_devices
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
+
+# The trainer options every training command takes (see TrainerOptions).
+Accelerator = Annotated[str, typer.Option(help="cpu, gpu, auto ...")]
+Devices = Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")]
+NumNodes = Annotated[int, typer.Option(help="Number of nodes.")]
+Strategy = Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")]
+Precision = Annotated[str, typer.Option(help="fp32 or bf16 (bfloat16 autocast).")]
+Resume = Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+def trainer_options(
+    accelerator: str = "cpu",
+    devices: str = "1",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "fp32",
+    resume: bool = True,
+    progress: bool = True,
+):
+    """The :class:`~ecomodal.training.trainer.TrainerOptions` of a command's trainer options."""
+    from ecomodal.training.trainer import TrainerOptions
+
+    return TrainerOptions(
+        accelerator=accelerator,
+        devices=parse_devices(devices),
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        resume=resume,
+        show_progress=progress,
+    )
 
 
 @app.command("prom3e")
@@ -39,15 +71,16 @@ def train_prom3e_command(
     visible_probs: Annotated[
         str, typer.Option(help="Probabilities of those counts (published: 0.9,0.1).")
     ] = "0.9,0.1",
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
-    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
-    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
-    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
-    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    accelerator: Accelerator = "cpu",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
+    precision: Precision = "fp32",
+    resume: Resume = True,
+    progress: Progress = True,
 ) -> None:
     """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
+    from ecomodal.options import parse_list, parse_numbers
     from ecomodal.training.prom3e import train_prom3e
 
     model_config = {
@@ -67,16 +100,12 @@ def train_prom3e_command(
         lr=lr,
         val_fraction=val_fraction,
         model_config=model_config,
-        modalities=modalities.split(",") if modalities else None,
-        visible_counts=numbers(visible_counts, int, "--visible-counts"),
-        visible_probs=numbers(visible_probs, float, "--visible-probs"),
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
-        resume=resume,
-        progress=progress,
+        modalities=parse_list(modalities) or None,
+        visible_counts=parse_numbers(visible_counts, int, option="--visible-counts"),
+        visible_probs=parse_numbers(visible_probs, float, option="--visible-probs"),
+        trainer=trainer_options(
+            accelerator, devices, num_nodes, strategy, precision, resume, progress
+        ),
     )
     if result.is_global_zero:
         typer.echo(
@@ -124,13 +153,13 @@ def train_bind_command(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     accumulate: Annotated[int, typer.Option(help="Gradient accumulation (published: 8).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
-    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
-    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
-    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
-    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    accelerator: Accelerator = "cpu",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
+    precision: Precision = "fp32",
+    resume: Resume = True,
+    progress: Progress = True,
 ) -> None:
     """Bind an encoder to a binding modality (TaxaBind); writes RUN_DIR/best and RUN_DIR/last."""
     from ecomodal.training.bind import train_bind
@@ -154,13 +183,9 @@ def train_bind_command(
         lr=lr,
         accumulate=accumulate,
         seed=seed,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
-        resume=resume,
-        progress=progress,
+        trainer=trainer_options(
+            accelerator, devices, num_nodes, strategy, precision, resume, progress
+        ),
     )
     if result.metrics:
         held = result.metrics
@@ -200,9 +225,9 @@ def train_cluster_command(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     niter: Annotated[int, typer.Option(help="k-means iterations.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
+    accelerator: Accelerator = "cpu",
     resume: Annotated[bool, typer.Option(help="Skip the K already done in OUT.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+    progress: Progress = False,
 ) -> None:
     """UNICOM-style cluster discrimination: k-means pseudo-classes, a margin-softmax head, and a
     sweep of K scored by zero-shot and few-shot accuracy (cluster_sweep.csv/.json/.png)."""
@@ -230,9 +255,7 @@ def train_cluster_command(
         head=head,
         niter=niter,
         seed=seed,
-        accelerator=accelerator,
-        resume=resume,
-        progress=progress,
+        trainer=trainer_options(accelerator, resume=resume, progress=progress),
     )
     ref = result.reference
     typer.echo(
