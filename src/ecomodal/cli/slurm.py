@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,6 +25,8 @@ Setup = Annotated[
     typer.Option(help="Shell line run first, e.g. 'source .venv/bin/activate' (repeat)."),
 ]
 Output = Annotated[Path | None, typer.Option(help="Write the script here instead of printing it.")]
+#: Writes a script from the resources and the setup lines.
+ScriptMaker = Callable[[Any, Sequence[str]], str]
 
 
 def parse_ecomodal_args(args: Sequence[str]) -> typer.Context:
@@ -75,75 +77,84 @@ def _resources(**values):
     return resources
 
 
-@app.command("train")
-def slurm_train_command(
-    args: Annotated[list[str], typer.Argument(help="After --: the `ecomodal train` arguments.")],
-    nodes: Nodes = 1,
-    gpus_per_node: GpusPerNode = 1,
-    time: Time = "12:00:00",
-    partition: Partition = None,
-    account: Account = None,
-    cpus_per_task: CpusPerTask = 8,
-    mem: Mem = None,
-    setup: Setup = None,
-    output: Output = None,
-) -> None:
-    """Print an sbatch script training with `srun ecomodal train ...` on NODES x GPUS (DDP)."""
+def _slurm_command(
+    name: str, args_help: str, doc: str, prepare: Callable[[list[str]], ScriptMaker]
+) -> Callable[..., None]:
+    """An ``ecomodal slurm NAME`` command: ``prepare(args)`` checks the ``ecomodal NAME``
+    arguments and returns what writes the script for the resources and setup lines."""
+
+    def command(
+        args: list[str],
+        nodes: Nodes = 1,
+        gpus_per_node: GpusPerNode = 1,
+        time: Time = "12:00:00",
+        partition: Partition = None,
+        account: Account = None,
+        cpus_per_task: CpusPerTask = 8,
+        mem: Mem = None,
+        setup: Setup = None,
+        output: Output = None,
+    ) -> None:
+        make_script = prepare(args)
+        resources = _resources(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            time=time,
+            partition=partition,
+            account=account,
+            cpus_per_task=cpus_per_task,
+            mem=mem,
+            job_name=f"ecomodal-{name}",
+        )
+        try:
+            script = make_script(resources, setup or ())
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        _emit(script, output)
+
+    command.__annotations__["args"] = Annotated[list[str], typer.Argument(help=args_help)]
+    command.__doc__ = doc
+    command.__name__ = f"slurm_{name}_command"
+    return command
+
+
+def _prepare_train(args: list[str]) -> ScriptMaker:
     from ecomodal.training.slurm import train_script
 
-    resources = _resources(
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        time=time,
-        partition=partition,
-        account=account,
-        cpus_per_task=cpus_per_task,
-        mem=mem,
-        job_name="ecomodal-train",
-    )
-    try:
-        script = train_script(args, resources, setup=setup or ())
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
-    parse_ecomodal_args(["train", *_command_args(script, "train")])
-    _emit(script, output)
+    def make(resources, setup: Sequence[str]) -> str:
+        script = train_script(args, resources, setup=setup)
+        parse_ecomodal_args(["train", *_command_args(script, "train")])
+        return script
+
+    return make
 
 
-@app.command("embed")
-def slurm_embed_command(
-    args: Annotated[list[str], typer.Argument(help="After --: the `ecomodal embed` options.")],
-    nodes: Nodes = 1,
-    gpus_per_node: GpusPerNode = 1,
-    time: Time = "12:00:00",
-    partition: Partition = None,
-    account: Account = None,
-    cpus_per_task: CpusPerTask = 8,
-    mem: Mem = None,
-    setup: Setup = None,
-    output: Output = None,
-) -> None:
-    """Print an sbatch script embedding one shard per GPU task, then merging the shards."""
+def _prepare_embed(args: list[str]) -> ScriptMaker:
     from ecomodal.training.slurm import embed_script
 
     ctx = parse_ecomodal_args(["embed", *args])
     out = ctx.params.get("out")
     if out is None:
         raise typer.BadParameter("The embed command needs --out.")
-    resources = _resources(
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        time=time,
-        partition=partition,
-        account=account,
-        cpus_per_task=cpus_per_task,
-        mem=mem,
-        job_name="ecomodal-embed",
+    return lambda resources, setup: embed_script(args, out, resources, setup=setup)
+
+
+app.command("train")(
+    _slurm_command(
+        "train",
+        "After --: the `ecomodal train` arguments.",
+        "Print an sbatch script training with `srun ecomodal train ...` on NODES x GPUS (DDP).",
+        _prepare_train,
     )
-    try:
-        script = embed_script(args, out, resources, setup=setup or ())
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
-    _emit(script, output)
+)
+app.command("embed")(
+    _slurm_command(
+        "embed",
+        "After --: the `ecomodal embed` options.",
+        "Print an sbatch script embedding one shard per GPU task, then merging the shards.",
+        _prepare_embed,
+    )
+)
 
 
 def _command_args(script: str, command: str) -> list[str]:

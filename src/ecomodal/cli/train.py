@@ -2,17 +2,89 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ecomodal.cli.common import numbers, parse_devices
+from ecomodal.cli.common import parse_devices
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The trainer options of the training commands: name -> (annotation, default).
+TRAINER_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "accelerator": (Annotated[str, typer.Option(help="cpu, gpu, auto ...")], "cpu"),
+    "devices": (Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")], "1"),
+    "num_nodes": (Annotated[int, typer.Option(help="Number of nodes.")], 1),
+    "strategy": (Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")], "auto"),
+    "precision": (Annotated[str, typer.Option(help="fp32 or bf16 (bfloat16 autocast).")], "fp32"),
+    "resume": (
+        Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")],
+        True,
+    ),
+    "progress": (Annotated[bool, typer.Option(help="Show a progress bar.")], True),
+}
+
+
+def trainer_options(
+    accelerator: str = "cpu",
+    devices: str = "1",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "fp32",
+    resume: bool = True,
+    progress: bool = True,
+):
+    """The :class:`~ecomodal.training.trainer.TrainerOptions` of a command's trainer options."""
+    from ecomodal.training.trainer import TrainerOptions
+
+    return TrainerOptions(
+        accelerator=accelerator,
+        devices=parse_devices(devices),
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        resume=resume,
+        show_progress=progress,
+    )
+
+
+def with_trainer_options(*names: str, **replace: tuple[Any, Any]) -> Callable[[F], F]:
+    """Give a command the trainer options ``names`` (default: all of :data:`TRAINER_OPTIONS`,
+    ``replace`` swaps one's annotation and default) after its own; the command receives them
+    as one ``trainer=TrainerOptions(...)``."""
+    chosen = names or tuple(TRAINER_OPTIONS)
+    options = {name: replace.get(name, TRAINER_OPTIONS[name]) for name in chosen}
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "trainer"]
+        added = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+            )
+            for name, (kind, default) in options.items()
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in options}
+            return command(**kwargs, trainer=trainer_options(**values))
+
+        parameters = [*own, *added]
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @app.command("prom3e")
+@with_trainer_options()
 def train_prom3e_command(
     data: Annotated[Path, typer.Option(help="Embedding table (Parquet) to train on.")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints, metrics, best model.")],
@@ -39,15 +111,10 @@ def train_prom3e_command(
     visible_probs: Annotated[
         str, typer.Option(help="Probabilities of those counts (published: 0.9,0.1).")
     ] = "0.9,0.1",
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
-    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
-    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
-    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
-    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    trainer: Any = None,
 ) -> None:
     """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
+    from ecomodal.options import parse_list, parse_numbers
     from ecomodal.training.prom3e import train_prom3e
 
     model_config = {
@@ -67,16 +134,10 @@ def train_prom3e_command(
         lr=lr,
         val_fraction=val_fraction,
         model_config=model_config,
-        modalities=modalities.split(",") if modalities else None,
-        visible_counts=numbers(visible_counts, int, "--visible-counts"),
-        visible_probs=numbers(visible_probs, float, "--visible-probs"),
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
-        resume=resume,
-        progress=progress,
+        modalities=parse_list(modalities) or None,
+        visible_counts=parse_numbers(visible_counts, int, option="--visible-counts"),
+        visible_probs=parse_numbers(visible_probs, float, option="--visible-probs"),
+        trainer=trainer,
     )
     if result.is_global_zero:
         typer.echo(
@@ -86,6 +147,7 @@ def train_prom3e_command(
 
 
 @app.command("bind")
+@with_trainer_options()
 def train_bind_command(
     data: Annotated[
         Path,
@@ -124,13 +186,7 @@ def train_bind_command(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     accumulate: Annotated[int, typer.Option(help="Gradient accumulation (published: 8).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
-    devices: Annotated[str, typer.Option(help="Devices per node (a number or 'auto').")] = "1",
-    num_nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp ...")] = "auto",
-    precision: Annotated[str, typer.Option(help="32-true or bf16-mixed.")] = "32-true",
-    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR's last checkpoint.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    trainer: Any = None,
 ) -> None:
     """Bind an encoder to a binding modality (TaxaBind); writes RUN_DIR/best and RUN_DIR/last."""
     from ecomodal.training.bind import train_bind
@@ -154,13 +210,7 @@ def train_bind_command(
         lr=lr,
         accumulate=accumulate,
         seed=seed,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
-        resume=resume,
-        progress=progress,
+        trainer=trainer,
     )
     if result.metrics:
         held = result.metrics
@@ -173,6 +223,13 @@ def train_bind_command(
 
 
 @app.command("cluster")
+@with_trainer_options(
+    "accelerator",
+    "resume",
+    "progress",
+    resume=(Annotated[bool, typer.Option(help="Skip the K already done in OUT.")], True),
+    progress=(TRAINER_OPTIONS["progress"][0], False),
+)
 def train_cluster_command(
     data: Annotated[Path, typer.Option(help="Embedding table (Parquet) with a split column.")],
     out: Annotated[Path, typer.Option(help="Folder: one k{K}/ head per K, cluster_sweep.*.")],
@@ -200,9 +257,7 @@ def train_cluster_command(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     niter: Annotated[int, typer.Option(help="k-means iterations.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto ...")] = "cpu",
-    resume: Annotated[bool, typer.Option(help="Skip the K already done in OUT.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+    trainer: Any = None,
 ) -> None:
     """UNICOM-style cluster discrimination: k-means pseudo-classes, a margin-softmax head, and a
     sweep of K scored by zero-shot and few-shot accuracy (cluster_sweep.csv/.json/.png)."""
@@ -230,9 +285,7 @@ def train_cluster_command(
         head=head,
         niter=niter,
         seed=seed,
-        accelerator=accelerator,
-        resume=resume,
-        progress=progress,
+        trainer=trainer,
     )
     ref = result.reference
     typer.echo(

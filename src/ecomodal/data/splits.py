@@ -31,7 +31,7 @@ from ecomodal.errors import (
 )
 
 if TYPE_CHECKING:
-    from ecomodal.io.tables import EmbeddingBatch
+    from ecomodal.io.batch import EmbeddingBatch
 
 SPLITS = ("published", "spatial-block", "random")
 SPLIT_NAMES = ("train", "val", "test")

@@ -95,6 +95,31 @@ def strip_prefix(
     return dict(tensors)
 
 
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    target: str = "the config",
+) -> None:
+    """Raise :class:`CheckpointError` unless ``tensors`` (from ``source``) have exactly the names
+    and shapes of ``expected`` (what ``target`` needs); the message names the mismatch."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match {target}: missing tensors {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}, unexpected tensors {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''}."
+        )
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has shape {list(tensor.shape)} but "
+                f"{target} needs {list(expected[name].shape)}."
+            )
+
+
 def load_state_dict_strict(
     module: nn.Module,
     tensors: Mapping[str, torch.Tensor],
@@ -103,21 +128,7 @@ def load_state_dict_strict(
     config_summary: str = "the config",
 ) -> None:
     """Load ``tensors`` into ``module`` strictly, with errors that name the mismatch."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not match {config_summary}: missing tensors {missing[:8]}"
-            f"{' ...' if len(missing) > 8 else ''}, unexpected tensors {unexpected[:8]}"
-            f"{' ...' if len(unexpected) > 8 else ''}."
-        )
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {list(tensor.shape)} but "
-                f"{config_summary} needs {list(expected[name].shape)}."
-            )
+    check_state_dict(module.state_dict(), tensors, source=source, target=config_summary)
     module.load_state_dict(dict(tensors), strict=True)
 
 

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ecomodal.errors import InvalidArgumentError
+
 
 class ProjectionHead(nn.Module):
     """Features [N, in_dim] -> [N, out_dim]: a bias-free linear map, or with ``hidden`` > 0 a
@@ -42,9 +44,11 @@ class MarginClassifier(nn.Module):
     def __init__(self, centres: torch.Tensor, margin: float = 0.3, scale: float = 32.0) -> None:
         super().__init__()
         if centres.ndim != 2:
-            raise ValueError(f"centres must be [classes, dim]; got shape {list(centres.shape)}.")
+            raise InvalidArgumentError(
+                f"centres must be [classes, dim]; got shape {list(centres.shape)}."
+            )
         if margin < 0 or scale <= 0:
-            raise ValueError(f"Need margin >= 0 and scale > 0; got {margin} and {scale}.")
+            raise InvalidArgumentError(f"Need margin >= 0 and scale > 0; got {margin} and {scale}.")
         self.margin, self.scale = float(margin), float(scale)
         self.register_buffer("centres", nn.functional.normalize(centres.float(), dim=-1))
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecomodal.errors import InvalidArgumentError
+
 _MASK_BITS = 31
 
 
@@ -36,7 +38,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1]; got {p}.")
+            raise InvalidArgumentError(f"dropout probability must be in [0, 1]; got {p}.")
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

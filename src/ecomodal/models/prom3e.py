@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from ecomodal.models.layers import (
     cls_projection,
     dropout,
 )
+from ecomodal.models.outputs import Completion, EncoderOutput  # noqa: F401  (re-exported)
 from ecomodal.precision import precision_context
 
 
@@ -105,41 +106,6 @@ class ProM3EConfig:
         """Build from a ``config.json`` dict; keys that are not constructor arguments are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
-
-
-@dataclass
-class Completion:
-    """What :meth:`ProM3E.complete` returns. Arrays are numpy if the input was numpy, else torch.
-
-    - ``embeddings`` [B, M, D]: every modality, completed and L2-normalised.
-    - ``mu`` [B, E] (L2-normalised), ``logvar`` [B, E], ``sigma_l1`` [B] = sum(exp(logvar / 2)).
-    - ``hidden`` [B, T, E]: the token sequence after the encoder (cls_mu, cls_logvar, registers,
-      then the visible modalities in canonical order), only with ``return_hidden=True``. Where the
-      rows of a batch have different visible sets, the visible slots are the union of those sets
-      and ``hidden_mask`` [B, T] marks which tokens a row really has (the others are zero).
-    - ``visible`` [B, M]: the visible mask that was used; ``modalities``: the names of axis 1.
-    """
-
-    embeddings: Any
-    mu: Any
-    logvar: Any
-    sigma_l1: Any
-    visible: Any
-    modalities: tuple[str, ...]
-    hidden: Any = None
-    hidden_mask: Any = None
-    hidden_modalities: tuple[str, ...] = field(default=())
-
-
-@dataclass
-class EncoderOutput:
-    """Encoder result for a batch (torch tensors)."""
-
-    mu: torch.Tensor
-    logvar: torch.Tensor
-    hidden: torch.Tensor | None = None
-    hidden_mask: torch.Tensor | None = None
-    hidden_slots: list[int] | None = None
 
 
 class ProM3E(nn.Module):

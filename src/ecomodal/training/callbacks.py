@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ecomodal.deprecation import renamed_arguments
 from ecomodal.io.atomic import atomic_path
+from ecomodal.training.trainer import TrainerOptions, resolve_trainer
 
 log = logging.getLogger(__name__)
 
@@ -100,43 +103,51 @@ def merge_metric_logs(log_root: Path, output: Path) -> Path:
     return output
 
 
+@renamed_arguments(progress="show_progress")
 def fit_resumably(
     task: L.LightningModule,
     datamodule: L.LightningDataModule,
     out: Path,
     *,
     epochs: int,
-    resume: bool = True,
-    progress: bool = True,
+    trainer: TrainerOptions | None = None,
+    resume: bool | None = None,
+    show_progress: bool | None = None,
     **trainer_options: Any,
 ) -> tuple[L.Trainer, TrainResult]:
     """Fit ``task`` into the run folder ``out`` the way every ecomodal run does: ``best/`` and
     ``last/`` exports, an atomic ``checkpoints/last.ckpt`` each epoch (continued from when
-    ``resume``), CSV logs under ``logs/``. ``trainer_options`` go to :class:`lightning.Trainer`
-    (accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches ...). The
-    per-segment logs of a resumed run are merged into ``metrics.csv`` (on rank 0)."""
+    ``trainer.resume``), CSV logs under ``logs/``. ``trainer`` gives devices, precision and run
+    control (:class:`TrainerOptions`; ``resume``, ``show_progress`` and ``trainer_options`` named
+    like its fields override it); other ``trainer_options`` go to :class:`lightning.Trainer`
+    (accumulate_grad_batches, deterministic ...). The per-segment logs of a resumed run are
+    merged into ``metrics.csv`` (on rank 0)."""
+    names = [field.name for field in dataclasses.fields(TrainerOptions)]
+    given = {name: trainer_options.pop(name) for name in names if name in trainer_options}
+    options = resolve_trainer(trainer, resume=resume, show_progress=show_progress, **given)
     export = PublishedFormatExport(out)
     resume_state = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="last", save_top_k=0, save_last=True
     )
-    trainer = L.Trainer(
+    lightning = L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,
         callbacks=[export, resume_state],
         logger=CSVLogger(save_dir=out, name="logs"),
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress,
+        enable_progress_bar=options.show_progress,
         enable_model_summary=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
+        **options.lightning_kwargs(),
         **trainer_options,
     )
     last_ckpt = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
+    ckpt_path = str(last_ckpt) if options.resume and last_ckpt.is_file() else None
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    lightning.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     result = TrainResult(
         run_dir=out,
         best_dir=out / "best",
@@ -144,12 +155,12 @@ def fit_resumably(
         metrics_path=out / "metrics.csv",
         best_val_loss=export.best_score,
         best_epoch=export.best_epoch,
-        epochs=trainer.current_epoch,
-        is_global_zero=trainer.is_global_zero,
+        epochs=lightning.current_epoch,
+        is_global_zero=lightning.is_global_zero,
     )
-    if trainer.is_global_zero:
+    if lightning.is_global_zero:
         merge_metric_logs(out / "logs", result.metrics_path)
-    return trainer, result
+    return lightning, result
 
 
 def adamw_with_restarts(param_groups: Any, hparams: Any) -> dict[str, Any]:

@@ -28,13 +28,16 @@ import torch
 from torch import nn
 
 from ecomodal.data.splits import make_split
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.eval.common import normalise
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.checkpoints import save_checkpoint
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
+from ecomodal.options import parse_numbers
+from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ STUDY_KS = (100, 500, 1000, 2000, 3000, 5000, 10000)
 SWEEP_CSV = "cluster_sweep.csv"
 SWEEP_JSON = "cluster_sweep.json"
 SWEEP_PNG = "cluster_sweep.png"
+#: A sweep's default trainer options: no progress bar.
+SWEEP_TRAINER = TrainerOptions(show_progress=False)
 
 
 # --------------------------------------------------------------------------- k-means
@@ -71,7 +76,9 @@ def kmeans(
 
     x = np.ascontiguousarray(normalise(np.asarray(embeddings, dtype=np.float32)))
     if not 1 <= k <= len(x):
-        raise ValueError(f"Cannot make {k} clusters from {len(x)} rows; need 1 <= K <= rows.")
+        raise InvalidArgumentError(
+            f"Cannot make {k} clusters from {len(x)} rows; need 1 <= K <= rows."
+        )
     if not np.isfinite(x).all():
         raise InvalidEmbeddingsError("k-means input holds NaN or infinite values.")
     model = faiss.Kmeans(
@@ -144,6 +151,7 @@ class HeadConfig:
     lr: float = 1e-3
 
 
+@renamed_arguments(progress="show_progress")
 def train_cluster_head(
     features: np.ndarray,
     assignments: np.ndarray,
@@ -152,7 +160,7 @@ def train_cluster_head(
     *,
     seed: int = 0,
     accelerator: str = "cpu",
-    progress: bool = False,
+    show_progress: bool = False,
 ) -> tuple[ClusterDiscriminationTask, float]:
     """Train the head (see :class:`HeadConfig`) on ``features`` [N, F] to the clusters
     ``assignments`` [N]; returns the trained task and its last epoch's mean loss. Same seed,
@@ -181,7 +189,7 @@ def train_cluster_head(
         devices=1,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=show_progress,
         enable_model_summary=False,
         deterministic=True,
     )
@@ -262,16 +270,10 @@ class SweepResult:
 
 def parse_ks(text: str | Sequence[int]) -> list[int]:
     """``"100,500,1000"`` (or a sequence) -> sorted distinct cluster counts, each >= 2."""
-    try:
-        values = [
-            int(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip()
-        ]
-    except ValueError:
-        raise ValueError(
-            f"--k expects comma-separated cluster counts, e.g. 100,500; got {text!r}."
-        ) from None
+    items = text if isinstance(text, str) else [v for v in text if str(v).strip()]
+    values = parse_numbers(items, int, option="--k")
     if not values or min(values) < 2:
-        raise ValueError(f"--k needs cluster counts of at least 2; got {text!r}.")
+        raise InvalidArgumentError(f"--k needs cluster counts of at least 2; got {text!r}.")
     return sorted(set(values))
 
 
@@ -290,6 +292,7 @@ def _closest(runs: Sequence[ClusterRun], reference: dict[str, float]) -> int | N
     return best
 
 
+@renamed_arguments(progress="show_progress")
 def cluster_sweep(
     data: TableLike,
     out: str | Path,
@@ -306,9 +309,8 @@ def cluster_sweep(
     head: HeadConfig | None = None,
     niter: int = 20,
     seed: int = 0,
-    accelerator: str = "cpu",
-    resume: bool = True,
-    progress: bool = False,
+    trainer: TrainerOptions | None = None,
+    **trainer_options: Any,
 ) -> SweepResult:
     """Sweep the cluster count K of UNICOM-style cluster discrimination on an embedding table.
 
@@ -323,7 +325,16 @@ def cluster_sweep(
     scored the same way. Writes ``cluster_sweep.csv`` (one row per K), ``cluster_sweep.json``
     (with the reference and the K closest to it) and ``cluster_sweep.png``. With ``resume``, a K
     whose ``metrics.json`` exists is not redone.
+
+    ``trainer``: :class:`~ecomodal.training.trainer.TrainerOptions` (default: no progress bar);
+    the heads train on one ``accelerator`` device in fp32, so only ``accelerator``, ``resume``
+    and ``show_progress`` apply. Those may also be passed as keywords (``progress=`` is the
+    deprecated name of ``show_progress=``).
     """
+    options = trainer_from_keywords(
+        trainer, trainer_options, function="cluster_sweep", default=SWEEP_TRAINER
+    )
+    _check_single_device(options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     k_values = parse_ks(ks)
@@ -335,7 +346,7 @@ def cluster_sweep(
     sides = make_split(batch, split, seed=seed)
     train = np.flatnonzero((sides == "train") & batch.has_all([embedding, features]))
     if len(train) < max(k_values):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"K={max(k_values)} needs at least as many train rows with {embedding!r} and "
             f"{features!r} embeddings; the table has {len(train)}."
         )
@@ -353,7 +364,7 @@ def cluster_sweep(
     for k in k_values:
         run_dir = out / f"k{k}"
         done = run_dir / "metrics.json"
-        if resume and done.is_file():
+        if options.resume and done.is_file():
             runs.append(ClusterRun(**json.loads(done.read_text())))
             log.info("K=%d already done; skipped", k)
             continue
@@ -364,8 +375,8 @@ def cluster_sweep(
             clusters.centres,
             head,
             seed=seed,
-            accelerator=accelerator,
-            progress=progress,
+            accelerator=options.accelerator,
+            show_progress=options.show_progress,
         )
         with torch.no_grad():
             projected = task(torch.from_numpy(batch.embeddings[features][all_rows])).cpu().numpy()
@@ -407,6 +418,16 @@ def cluster_sweep(
     )
     _write_results(result, shots)
     return result
+
+
+def _check_single_device(options: TrainerOptions) -> None:
+    single = TrainerOptions(accelerator=options.accelerator)
+    for name in ("devices", "num_nodes", "strategy", "precision"):
+        if getattr(options, name) != getattr(single, name):
+            raise InvalidArgumentError(
+                f"cluster_sweep trains its heads on one device in fp32; got {name}="
+                f"{getattr(options, name)!r} (leave it at {getattr(single, name)!r})."
+            )
 
 
 def _with_column(

@@ -28,15 +28,23 @@ import numpy as np
 import torch
 
 from ecomodal.encoders.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
-from ecomodal.errors import CheckpointError
+from ecomodal.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    InvalidInputError,
+    MissingColumnError,
+    OptionFormatError,
+)
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     TORCH_WEIGHTS_NAMES,
     WEIGHTS_NAME,
+    check_state_dict,
     find_weights,
     read_weights,
 )
+from ecomodal.options import parse_linspace, parse_numbers
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +64,21 @@ def parse_alphas(text: str | Sequence[float]) -> list[float]:
     sweep); ``"0,0.25,0.5"`` is an explicit list; a sequence of numbers is taken as it is."""
     if not isinstance(text, str):
         values = [float(v) for v in text]
-    elif ":" in text:
-        parts = text.split(":")
-        try:
-            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-        except (ValueError, IndexError):
-            raise ValueError(
-                f"Bad --alphas {text!r}; expected START:STOP:N (e.g. 0:1:10) or a comma list "
-                "(e.g. 0,0.5,1)."
-            ) from None
-        if len(parts) != 3 or count < 1:
-            raise ValueError(f"Bad --alphas {text!r}: START:STOP:N needs N >= 1, e.g. 0:1:10.")
-        values = np.linspace(start, stop, count).tolist()
     else:
         try:
-            values = [float(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(
-                f"Bad --alphas {text!r}; expected START:STOP:N (e.g. 0:1:10) or a comma list "
-                "(e.g. 0,0.5,1)."
-            ) from None
+            if ":" in text:
+                count = len(parse_linspace(text, option="--alphas"))  # checks START:STOP:N
+                start, stop = (float(part) for part in text.split(":")[:2])
+                values = np.linspace(start, stop, count).tolist()  # numpy's rounding, as before
+            else:
+                values = parse_numbers(text, float, option="--alphas")
+        except OptionFormatError as err:
+            raise OptionFormatError(
+                f"Bad --alphas {text!r}; expected START:STOP:N with N >= 1 (e.g. 0:1:10) or a "
+                "comma list (e.g. 0,0.5,1)."
+            ) from err
     if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"--alphas must give at least one finite value; got {text!r}.")
+        raise InvalidArgumentError(f"--alphas must give at least one finite value; got {text!r}.")
     return values
 
 
@@ -125,19 +126,7 @@ def check_compatible(
     source: str = "the fine-tuned checkpoint",
 ) -> None:
     """Raise :class:`CheckpointError` unless both state dicts have the same names and shapes."""
-    missing = sorted(set(original) - set(finetuned))
-    extra = sorted(set(finetuned) - set(original))
-    if missing or extra:
-        raise CheckpointError(
-            f"{source} does not match the original model: missing tensors {missing[:8]}, "
-            f"unexpected tensors {extra[:8]}."
-        )
-    for name, tensor in original.items():
-        if tuple(tensor.shape) != tuple(finetuned[name].shape):
-            raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {list(finetuned[name].shape)} but the "
-                f"original has {list(tensor.shape)}."
-            )
+    check_state_dict(original, finetuned, source=source, target="the original model")
 
 
 def interpolate_state_dicts(
@@ -259,7 +248,7 @@ class ZeroShotScorer:
         texts = np.asarray(taxonomic_strings(records), dtype=object)
         missing = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text]
         if missing:
-            raise ValueError(
+            raise MissingColumnError(
                 f"{self.val}: row {missing[0]} has no taxon (a text column or rank columns); "
                 f"{len(missing)} rows lack one."
             )
@@ -291,7 +280,7 @@ class ZeroShotScorer:
         encoded = state["query"].encode_rows(state["inputs"], batch_size=self.batch_size)
         if not encoded.valid.any():
             first = encoded.errors[0]
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.val}: no validation row could be encoded (row {first.row}, column "
                 f"{first.column!r}: {first.reason})."
             )
@@ -393,10 +382,12 @@ def patch_model(
     """
     finetuned_list = [finetuned] if isinstance(finetuned, (str, Path)) else list(finetuned)
     if not finetuned_list:
-        raise ValueError("patch_model needs at least one fine-tuned checkpoint (--finetuned).")
+        raise InvalidArgumentError(
+            "patch_model needs at least one fine-tuned checkpoint (--finetuned)."
+        )
     names = list(modalities) if modalities else [f"step{i + 1}" for i in range(len(finetuned_list))]
     if len(names) != len(finetuned_list):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Got {len(names)} --modality names for {len(finetuned_list)} --finetuned "
             "checkpoints; give one name per checkpoint (or none)."
         )
@@ -407,7 +398,9 @@ def patch_model(
         check_compatible(base.tensors, checkpoint.tensors, source=str(path))
     if score is None:
         if val is None:
-            raise ValueError("patch_model needs a validation table (--val) to score the alphas.")
+            raise InvalidArgumentError(
+                "patch_model needs a validation table (--val) to score the alphas."
+            )
         score = ZeroShotScorer(
             template=base.folder,
             val=Path(val),

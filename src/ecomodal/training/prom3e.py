@@ -11,15 +11,19 @@ from typing import Any
 import lightning as L
 
 from ecomodal.data.datamodules import EmbeddingDataModule
+from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.models.prom3e import ProM3EConfig
+from ecomodal.precision import lightning_precision
 from ecomodal.training.callbacks import TrainResult, fit_resumably
 from ecomodal.training.tasks import ProM3ETask
+from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
 
 log = logging.getLogger(__name__)
 
 
+@renamed_arguments(progress="show_progress")
 def train_prom3e(
     data,
     out: str | Path,
@@ -35,14 +39,9 @@ def train_prom3e(
     modalities: Sequence[str] | None = None,
     visible_counts: Sequence[int] = (1, 2),
     visible_probs: Sequence[float] = (0.9, 0.1),
-    accelerator: str = "cpu",
-    devices: int | str = 1,
-    num_nodes: int = 1,
-    strategy: str = "auto",
-    precision: str = "32-true",
     num_workers: int = 0,
-    resume: bool = True,
-    progress: bool = True,
+    trainer: TrainerOptions | None = None,
+    **trainer_options: Any,
 ) -> TrainResult:
     """Train ProM3E on ``data`` (an embedding-table path or an EmbeddingBatch) into ``out``.
 
@@ -51,8 +50,14 @@ def train_prom3e(
     ``out`` with ``resume=True``, training continues from the last finished epoch and ends with the
     same weights as an uninterrupted run. Multi-device and multi-node runs use Lightning's own
     strategies (``strategy="ddp"``, ``devices=2``, ``num_nodes=...``; Lightning detects SLURM).
-    ``precision="bf16-mixed"`` trains in bfloat16 autocast.
+    ``precision="bf16"`` trains in bfloat16 autocast.
+
+    ``trainer``: devices, precision (``"fp32"`` or ``"bf16"``), ``resume`` and ``show_progress``
+    (:class:`~ecomodal.training.trainer.TrainerOptions`); its fields may also be passed as
+    keywords (``accelerator="gpu"``, ``show_progress=False`` ...), which override ``trainer``.
+    ``progress=`` is the deprecated name of ``show_progress=``.
     """
+    options = trainer_from_keywords(trainer, trainer_options, function="train_prom3e")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model_config, ProM3EConfig):
@@ -90,13 +95,7 @@ def train_prom3e(
         datamodule,
         out,
         epochs=epochs,
-        resume=resume,
-        progress=progress,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
+        trainer=options,
         deterministic=False,
     )
     if trainer.is_global_zero:
@@ -107,7 +106,7 @@ def train_prom3e(
             "seed": seed,
             "batch_size": batch_size,
             "lr": lr,
-            "precision": precision,
+            "precision": lightning_precision(options.precision),  # run.json keeps its values
             "model_config": config.to_dict(),
         }
         with atomic_path(out / "run.json") as tmp:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecomodal.errors import InvalidArgumentError
+
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -36,13 +38,17 @@ class SlurmResources:
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
         if self.nodes < 1:
-            raise ValueError(f"--nodes must be at least 1; got {self.nodes}.")
+            raise InvalidArgumentError(f"--nodes must be at least 1; got {self.nodes}.")
         if self.gpus_per_node < 1:
-            raise ValueError(f"--gpus-per-node must be at least 1; got {self.gpus_per_node}.")
+            raise InvalidArgumentError(
+                f"--gpus-per-node must be at least 1; got {self.gpus_per_node}."
+            )
         if self.cpus_per_task < 1:
-            raise ValueError(f"--cpus-per-task must be at least 1; got {self.cpus_per_task}.")
+            raise InvalidArgumentError(
+                f"--cpus-per-task must be at least 1; got {self.cpus_per_task}."
+            )
         if not _TIME.match(self.time):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"--time {self.time!r} is not a SLURM time; expected e.g. 12:00:00 or 2-00:00:00."
             )
         for option, value in (
@@ -51,9 +57,13 @@ class SlurmResources:
             ("--job-name", self.job_name),
         ):
             if value is not None and not _NAME.match(value):
-                raise ValueError(f"{option} {value!r} may hold only letters, digits, '_.-'.")
+                raise InvalidArgumentError(
+                    f"{option} {value!r} may hold only letters, digits, '_.-'."
+                )
         if self.mem is not None and not re.match(r"^\d+[KMGT]?$", self.mem):
-            raise ValueError(f"--mem {self.mem!r} is not a SLURM size; expected e.g. 64G.")
+            raise InvalidArgumentError(
+                f"--mem {self.mem!r} is not a SLURM size; expected e.g. 64G."
+            )
 
     def sbatch_lines(self) -> list[str]:
         """``#SBATCH`` lines: one task per GPU on every node."""
@@ -116,7 +126,7 @@ def train_script(
     .venv/bin/activate``) run before.
     """
     if not train_args or train_args[0].startswith("-"):
-        raise ValueError(
+        raise InvalidArgumentError(
             "The training command must start with the trainer, e.g. `prom3e --data ...`."
         )
     wanted = {
@@ -131,7 +141,7 @@ def train_script(
         if given is None:
             args += [option, value]
         elif given != value:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"The training command sets {option} {given}, but the job needs {option} {value} "
                 f"(from --nodes/--gpus-per-node); drop it from the command."
             )
@@ -170,10 +180,14 @@ def embed_script(
     given, and each task keeps only its own GPU (``CUDA_VISIBLE_DEVICES``, by ``SLURM_LOCALID``).
     """
     if _option_value(embed_args, "--shard") is not None:
-        raise ValueError("Leave --shard out of the embed command: the job sets it per task.")
+        raise InvalidArgumentError(
+            "Leave --shard out of the embed command: the job sets it per task."
+        )
     given_out = _option_value(embed_args, "--out")
     if given_out is None or Path(given_out) != Path(out):
-        raise ValueError(f"The embed command must write --out {out}; it has {given_out!r}.")
+        raise InvalidArgumentError(
+            f"The embed command must write --out {out}; it has {given_out!r}."
+        )
     shards = resources.nodes * resources.gpus_per_node
     out = Path(out)
     args = list(embed_args)
