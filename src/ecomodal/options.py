@@ -67,7 +67,8 @@ def parse_numbers(text: str | Iterable[Any], kind: Callable[[str], T], *, option
 
 
 def parse_linspace(text: str, *, option: str) -> list[float]:
-    """``"START:STOP:COUNT"`` -> COUNT evenly spaced values from START to STOP, both included."""
+    """``"START:STOP:COUNT"`` -> COUNT evenly spaced values from START to STOP, both included,
+    exactly as ``numpy.linspace(START, STOP, COUNT)``."""
     parts = text.split(":")
     try:
         start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
@@ -75,6 +76,6 @@ def parse_linspace(text: str, *, option: str) -> list[float]:
         raise OptionFormatError(f"{option} expects START:STOP:COUNT; got {text!r}.") from None
     if len(parts) != 3 or count < 1:
         raise OptionFormatError(f"{option} expects START:STOP:COUNT with COUNT >= 1; got {text!r}.")
-    if count == 1:
-        return [start]
-    return [start + (stop - start) * i / (count - 1) for i in range(count)]
+    import numpy as np
+
+    return np.linspace(start, stop, count).tolist()

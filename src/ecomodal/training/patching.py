@@ -67,9 +67,7 @@ def parse_alphas(text: str | Sequence[float]) -> list[float]:
     else:
         try:
             if ":" in text:
-                count = len(parse_linspace(text, option="--alphas"))  # checks START:STOP:N
-                start, stop = (float(part) for part in text.split(":")[:2])
-                values = np.linspace(start, stop, count).tolist()  # numpy's rounding, as before
+                values = parse_linspace(text, option="--alphas")
             else:
                 values = parse_numbers(text, float, option="--alphas")
         except OptionFormatError as err:
