@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import InvalidEmbeddingsError, TableFormatError, UnknownModalityError
+from ecomodal.errors import (
+    InvalidArgumentError,
+    InvalidEmbeddingsError,
+    TableFormatError,
+    UnknownModalityError,
+)
 from ecomodal.eval.completion import _normalise as normalise
 from ecomodal.io.tables import EmbeddingBatch, EmbeddingTable, read_embeddings
 from ecomodal.models.prom3e import ProM3E
@@ -92,7 +97,9 @@ def model_inputs(batch: EmbeddingBatch, model: ProM3E) -> tuple[np.ndarray, np.n
 
 def require_model(model: ProM3E | None, task: str) -> ProM3E:
     if model is None:
-        raise ValueError(f"{task} needs a ProM3E model (model=PATH or a ProM3E instance).")
+        raise InvalidArgumentError(
+            f"{task} needs a ProM3E model (model=PATH or a ProM3E instance)."
+        )
     return model
 
 
