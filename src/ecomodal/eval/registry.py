@@ -31,6 +31,8 @@ __all__ = [
     "EvalContext",
     "EvalTask",
     "TaskOption",
+    "choose_tasks",
+    "describe",
     "get_task",
     "register_task",
     "task_names",
