@@ -122,6 +122,8 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the real-data quickstart into ``out``; returns the metrics (also in metrics.json)."""
     from ecomodal.data.ecobench import build_ecobench_lite
+    from ecomodal.eval import fingerprint
+    from ecomodal.io.reader import read_embeddings
     from ecomodal.models.factory import load_model
     from ecomodal.training.bind import train_bind
     from ecomodal.training.prom3e import train_prom3e
@@ -172,7 +174,9 @@ def run_quickstart(
     model = load_model(run.best_dir)
 
     say("4/6 evaluation on the spatial test split")
-    evaluation = evaluate_quickstart(table, model, seed=config.seed)
+    batch = read_embeddings(table).load()
+    harness = _harness_metrics(batch, model, seed=config.seed)
+    evaluation = _quickstart_view(harness)
 
     say("5/6 maps")
     maps = draw_maps(table, model, bound, out / "maps", config, show_progress=show_progress)
@@ -193,7 +197,9 @@ def run_quickstart(
             "sat_projection": str(bound["sat"].best_dir),
         },
     }
-    paths = write_quickstart_report(out, metrics, config)
+    paths = write_quickstart_report(
+        out, metrics, config, evaluation=harness, fingerprint=fingerprint(batch)
+    )
     metrics["outputs"].update({name: str(path) for name, path in paths.items()})
     return metrics
 
@@ -208,27 +214,39 @@ class _Say:
         log.info(text)
 
 
+def _harness_metrics(batch: Any, model: Any, *, seed: int = 0) -> dict[str, Any]:
+    """The evaluation harness's probes, retrieval and uncertainty on the spatial test split."""
+    from ecomodal.eval import evaluate
+    from ecomodal.eval.probe import HIDDEN
+
+    return evaluate(
+        batch,
+        model,
+        tasks=["probe", "retrieval", "uncertainty"],
+        labels=PROBE_LABELS,
+        seed=seed,
+        probe_features=[*[(m,) for m in MODALITIES], MODALITIES, HIDDEN],
+        options={"probe": {"visible": MODALITIES}},
+    )
+
+
+def _quickstart_view(harness: dict[str, Any]) -> dict[str, Any]:
+    """The harness's metrics as the quickstart reports them, with the issue's checks."""
+    probes = {
+        label: {name: r["accuracy"] for name, r in entry["results"].items()}
+        for label, entry in harness["probe"].items()
+    }
+    ret, unc = harness["retrieval"], harness["uncertainty"]
+    summary = quickstart_checks(probes, ret, unc)
+    return {"summary": summary, "probes": probes, "retrieval": ret, "uncertainty": unc}
+
+
 def evaluate_quickstart(table: Path, model: Any, *, seed: int = 0) -> dict[str, Any]:
     """Probes, retrieval and uncertainty on the spatial test split, with the issue's checks."""
-    from ecomodal.data.splits import make_split
-    from ecomodal.eval import retrieval, uncertainty
-    from ecomodal.eval.probe import HIDDEN, feature_sets, fit_probes, label_values
     from ecomodal.io.reader import read_embeddings
 
     batch = read_embeddings(table).load()
-    sides = make_split(batch, "published", seed=seed)
-    targets = {label: label_values(batch, label) for label in PROBE_LABELS}
-    probes: dict[str, dict[str, float]] = {label: {} for label in PROBE_LABELS}
-    # One feature set at a time (the hidden tokens are computed once), every label on it.
-    for features in [*[(m,) for m in MODALITIES], MODALITIES, HIDDEN]:
-        sets = feature_sets(batch, features, model=model, visible=MODALITIES, seed=seed)
-        for label, (values, known) in targets.items():
-            results = fit_probes(sets, values, known, sides, seed=seed)
-            probes[label].update({name: r["accuracy"] for name, r in results.items()})
-    ret = retrieval(batch, model, seed=seed)
-    unc = uncertainty(batch, model, seed=seed)
-    summary = quickstart_checks(probes, ret, unc)
-    return {"summary": summary, "probes": probes, "retrieval": ret, "uncertainty": unc}
+    return _quickstart_view(_harness_metrics(batch, model, seed=seed))
 
 
 def quickstart_checks(
@@ -353,15 +371,53 @@ def draw_maps(
 
 
 def write_quickstart_report(
-    out: Path, metrics: dict[str, Any], config: QuickstartConfig
+    out: Path,
+    metrics: dict[str, Any],
+    config: QuickstartConfig,
+    *,
+    evaluation: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Path]:
-    """``report.html`` (figures embedded) and ``metrics.json`` for a quickstart run."""
+    """``report.html`` (figures embedded) and ``metrics.json`` for a quickstart run: the
+    evaluation harness's report of ``evaluation`` (its metrics; default: rebuilt from
+    ``metrics["evaluation"]``, probe accuracies only) plus the quickstart's own summary,
+    binding and map sections."""
     from dataclasses import asdict
 
-    from ecomodal.report import Section, bar_chart, distributions, heatmap, write_report
+    from ecomodal.eval.harness import sections as task_sections
+    from ecomodal.report import write_report
 
-    summary = metrics["summary"]
-    evaluation = metrics["evaluation"]
+    if evaluation is None:
+        own = metrics["evaluation"]
+        evaluation = {
+            "probe": {
+                label: {"split": "published", "results": {f: {"accuracy": a} for f, a in s.items()}}
+                for label, s in own["probes"].items()
+            },
+            "retrieval": own["retrieval"],
+            "uncertainty": own["uncertainty"],
+        }
+    sections = [
+        _summary_section(metrics["summary"]),
+        _binding_section(metrics["binding"]),
+        *task_sections(evaluation),
+        *_map_sections(metrics.get("maps", {})),
+    ]
+    return write_report(
+        out,
+        title="ecomodal quickstart: EcoBench-lite",
+        sections=sections,
+        metrics=metrics,
+        config=asdict(config),
+        fingerprint=fingerprint,
+        seed=config.seed,
+    )
+
+
+def _summary_section(summary: dict[str, Any]) -> Any:
+    """What the run shows: the issue's three claims, each met or not, with its numbers."""
+    from ecomodal.report import Section
+
     verdicts = []
     for label, check in summary["probes"].items():
         verdicts.append(
@@ -384,22 +440,25 @@ def write_quickstart_report(
             else " - does NOT fall at every step."
         )
     )
-    sections = [
-        Section(
-            "What this run shows",
-            [
-                "EcoBench-lite: real photo locations (GeoCLIP gallery) with GeoCLIP loc "
-                "embeddings, env from ERA5 bioclim + elevation, sat from Blue Marble patches; "
-                "labels from MODIS land cover and Koppen-Geiger. Everything below is measured on "
-                "the spatially separated test split (whole 5-degree blocks held out).",
-                *verdicts,
-            ],
-        )
-    ]
-    binding_rows = []
-    for modality, held in metrics["binding"].items():
+    return Section(
+        "What this run shows",
+        [
+            "EcoBench-lite: real photo locations (GeoCLIP gallery) with GeoCLIP loc "
+            "embeddings, env from ERA5 bioclim + elevation, sat from Blue Marble patches; "
+            "labels from MODIS land cover and Koppen-Geiger. Everything below is measured on "
+            "the spatially separated test split (whole 5-degree blocks held out).",
+            *verdicts,
+        ],
+    )
+
+
+def _binding_section(binding: dict[str, Any]) -> Any:
+    from ecomodal.report import Section
+
+    rows = []
+    for modality, held in binding.items():
         untrained = held.get("untrained", {})
-        binding_rows.append(
+        rows.append(
             {
                 "encoder": f"{modality} -> loc",
                 "gallery": held.get("n_gallery"),
@@ -409,88 +468,11 @@ def write_quickstart_report(
                 "R@10 chance": held.get("chance_R@10"),
             }
         )
-    sections.append(
-        Section(
-            "Binding env and sat to loc",
-            "Held-out retrieval of each bound encoder's embedding against GeoCLIP loc "
-            "embeddings, before (untrained) and after binding.",
-            table=binding_rows,
-        )
-    )
-    probes = evaluation["probes"]
-    sections.append(
-        Section(
-            "Linear probes",
-            "Ridge classifiers trained on the train/val blocks, accuracy on the test blocks.",
-            table=[
-                {"features": f, **{lab: probes[lab].get(f) for lab in probes}}
-                for f in next(iter(probes.values()))
-            ],
-            figures=[
-                bar_chart(
-                    {label: scores for label, scores in probes.items()},
-                    title="Probe accuracy on the spatial test split",
-                    ylabel="accuracy (fraction correct)",
-                    xlabel="features",
-                )
-            ],
-        )
-    )
-    pairs = summary["retrieval_pairs"]
-    names = list(MODALITIES)
-    figures = []
-    for kind in ("direct", "mixed"):
-        matrix = np.full((len(names), len(names)), np.nan)
-        for pair, values in pairs.items():
-            source, target = pair.split("->")
-            matrix[names.index(source), names.index(target)] = values[f"{kind}_mrr"]
-        figures.append(
-            heatmap(
-                matrix,
-                names,
-                names,
-                title=f"Retrieval MRR, {kind} queries",
-                xlabel="gallery modality",
-                ylabel="query modality",
-                colorbar="mean reciprocal rank",
-            )
-        )
-    sections.append(
-        Section(
-            "Cross-modal retrieval",
-            "Direct: the query modality's embedding; mixed: (1 - delta) q + delta * the ProM3E "
-            "completion of the gallery modality, delta tuned on the validation blocks.",
-            table=[{"pair": p, **v} for p, v in pairs.items()],
-            figures=figures,
-        )
-    )
-    unc = evaluation["uncertainty"]
-    sections.append(
-        Section(
-            "Uncertainty (sigma_l1)",
-            "ProM3E's summed latent standard deviation for each visible set of modalities.",
-            table=[
-                {"visible": name, "rows": v["rows"], "mean sigma_l1": v["mean"]}
-                for name, v in unc["sets"].items()
-            ],
-            figures=[
-                distributions(
-                    unc["samples"],
-                    title="sigma_l1 per visible set (test rows)",
-                    xlabel="sigma_l1 (sum of latent standard deviations)",
-                    ylabel="visible modalities",
-                )
-            ],
-        )
-    )
-    sections.extend(_map_sections(metrics.get("maps", {})))
-    return write_report(
-        out,
-        title="ecomodal quickstart: EcoBench-lite",
-        sections=sections,
-        metrics=metrics,
-        config=asdict(config),
-        seed=config.seed,
+    return Section(
+        "Binding env and sat to loc",
+        "Held-out retrieval of each bound encoder's embedding against GeoCLIP loc "
+        "embeddings, before (untrained) and after binding.",
+        table=rows,
     )
 
 

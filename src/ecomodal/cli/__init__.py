@@ -32,7 +32,7 @@ app.command("fetch")(embed.fetch_command)
 app.command("patch")(patch.patch_command)
 app.add_typer(slurm.app, name="slurm")
 app.add_typer(maps.app, name="map")
-app.command("eval")(eval_cli.eval_command)
+app.command("eval", cls=eval_cli.EvalCommand)(eval_cli.eval_command)
 
 
 #: Exceptions that mean the input or the file system said no: one line, exit status 2.

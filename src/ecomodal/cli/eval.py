@@ -1,36 +1,67 @@
-"""`ecomodal eval TASK`: the evaluation harness on embedding tables."""
+"""`ecomodal eval TASK`: the evaluation harness on embedding tables.
+
+The tasks, their descriptions and their options are read from the registry
+(:mod:`ecomodal.eval.registry`) when the command runs, so a task registered later is listed in
+``--help`` and runs like the built-in ones (its options through ``--option NAME=VALUE``).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
-from ecomodal.cli.common import numbers
-
-TASK_NAMES = ("zero-shot", "few-shot", "probe", "retrieval", "uncertainty", "gap", "compare", "all")
-
-
-def _list(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+from ecomodal.errors import OptionFormatError
+from ecomodal.options import parse_key_values, parse_list, parse_numbers
 
 
-def _named_tables(values: list[str]) -> dict[str, str]:
-    tables = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep:
-            name, path = Path(value).stem, value
-        if not name or not path:
-            raise typer.BadParameter(f"--data expects PATH or NAME=PATH; got {value!r}.")
-        tables[name] = path
-    return tables
+class EvalCommand(TyperCommand):
+    """``ecomodal eval``, whose help lists the registered tasks (read when the help is shown)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from ecomodal.eval.registry import describe, tasks
+
+        self.epilog = "\n\n".join(
+            ["Tasks (or 'all'):", *[describe(t) for t in tasks()], "--option takes any task "
+             "option as NAME=VALUE or TASK.NAME=VALUE."]
+        )  # fmt: skip
+        super().format_help(ctx, formatter)
+
+
+def _named_table(value: str) -> tuple[str, str]:
+    return Path(value).stem, value
+
+
+def task_options(items: list[str] | None, chosen: list[str]) -> dict[str, dict[str, Any]]:
+    """``--option [TASK.]NAME=VALUE`` items as per-task options; a bare NAME goes to every chosen
+    task that has that option, and each value is read by the option's own parser."""
+    from ecomodal.eval.registry import get_task, task_names
+
+    options: dict[str, dict[str, Any]] = {}
+    for key, text in parse_key_values(items, option="--option", key="[TASK.]NAME").items():
+        prefix, dot, rest = key.partition(".")
+        targets = [prefix] if dot and prefix in task_names() else chosen
+        name = rest if dot and prefix in task_names() else key
+        found = [t for t in targets if any(o.name == name for o in get_task(t).options)]
+        if not found:
+            raise OptionFormatError(
+                f"--option {key}: no task of {', '.join(targets)} has an option {name!r}."
+            )
+        for task in found:
+            (option,) = [o for o in get_task(task).options if o.name == name]
+            try:
+                options.setdefault(task, {})[name] = option.parse(text)
+            except (TypeError, ValueError) as err:
+                raise OptionFormatError(f"--option {key}: {err}") from None
+    return options
 
 
 def eval_command(
-    task: Annotated[str, typer.Argument(help=f"One of: {', '.join(TASK_NAMES)}.")],
+    task: Annotated[str, typer.Argument(help="A registered task (listed below) or 'all'.")],
     data: Annotated[
         list[str],
         typer.Option(help="Embedding table (Parquet). compare: repeat as NAME=PATH per model."),
@@ -62,40 +93,43 @@ def eval_command(
         int | None, typer.Option(help="retrieval: a seeded sample of queries per pair.")
     ] = None,
     group: Annotated[str, typer.Option(help="compare: the taxon-group column.")] = "group",
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="A task's option as NAME=VALUE or TASK.NAME=VALUE (repeatable)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:
     """Run an evaluation TASK and write OUT/metrics.json and OUT/report.html."""
     from ecomodal.eval import evaluate
+    from ecomodal.eval.probe import parse_feature_sets
+    from ecomodal.eval.registry import task_names
 
-    if task not in TASK_NAMES:
+    if task != "all" and task not in task_names():
         raise typer.BadParameter(
-            f"Unknown task {task!r}; expected one of: {', '.join(TASK_NAMES)}."
+            f"Unknown task {task!r}; expected one of: {', '.join([*task_names(), 'all'])}."
         )
-    tables = _named_tables(data)
-    feature_sets = None
-    if features:
-        feature_sets = [
-            part.strip() if part.strip().startswith("prom3e-") else tuple(_list(part))
-            for part in features.split(";")
-            if part.strip()
-        ]
+    chosen = list(task_names(in_all=True)) if task == "all" else [task]
+    tables = parse_key_values(data, option="--data", key="NAME", value="PATH",
+                              allow_bare=_named_table)  # fmt: skip
+    feature_sets = parse_feature_sets(features) if features else None
     metrics = evaluate(
         next(iter(tables.values())),
         model,
         tasks="all" if task == "all" else [task],
-        labels=_list(label) or ["scientific_name"],
+        labels=parse_list(label) or ["scientific_name"],
         out=out,
         seed=seed,
         split=split,
         probe_features=feature_sets,
         few_shot_features=feature_sets[0] if feature_sets else ("image",),
-        zero_shot_visible=[_list(v) for v in visible.split(";")] if visible else None,
-        retrieval_pairs=_list(pairs),
-        shots=numbers(shots, int, "--shots"),
+        zero_shot_visible=[parse_list(v) for v in visible.split(";")] if visible else None,
+        retrieval_pairs=parse_list(pairs) or None,
+        shots=parse_numbers(shots, int, option="--shots"),
         repeats=repeats,
         max_queries=max_queries,
         compare_tables=tables if task == "compare" else None,
         compare_group=group,
+        options=task_options(option, chosen) or None,
     )
     summary = {k: v for k, v in metrics.items() if k == "skipped"}
     typer.echo(json.dumps({"tasks": [k for k in metrics if k != "skipped"], **summary}))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import SPLITS, make_split, spatial_block_split
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.completion import _normalise as normalise
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.models.prom3e import ProM3E
@@ -39,7 +40,9 @@ def model_inputs(batch: EmbeddingBatch, model: ProM3E) -> tuple[np.ndarray, np.n
 
 def require_model(model: ProM3E | None, task: str) -> ProM3E:
     if model is None:
-        raise ValueError(f"{task} needs a ProM3E model (model=PATH or a ProM3E instance).")
+        raise InvalidArgumentError(
+            f"{task} needs a ProM3E model (model=PATH or a ProM3E instance)."
+        )
     return model
 
 

@@ -7,11 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.eval.common import normalise
 from ecomodal.eval.probe import label_values
-from ecomodal.eval.zero_shot import class_prototypes, top_k_hits
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
+from ecomodal.eval.zero_shot import class_prototypes
 from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.options import parse_key_values, parse_list
+from ecomodal.report import Section, bar_chart
+from ecomodal.scoring import top_k_hits
 
 
 def group_counts(labels: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, float]]:
@@ -47,7 +51,7 @@ def compare_models(
     present, with image, text, label and group, in every table are used.
     """
     if not tables:
-        raise ValueError("compare_models needs at least one table (name -> table).")
+        raise InvalidArgumentError("compare_models needs at least one table (name -> table).")
     batches = {name: as_batch(t) for name, t in tables.items()}
     common: set[str] | None = None
     for batch in batches.values():
@@ -83,3 +87,55 @@ def compare_models(
         models[name] = per_group
         counts = group_counts(labels, groups)
     return {"rows": len(ordered), "models": models, "counts": counts}
+
+
+def compare_section(result: Mapping[str, Any]) -> Section:
+    """The report section of :func:`compare_models`."""
+    counts = result["counts"]
+    notes = {
+        g: f"n={c['images']}, {c['species']} sp., {c['images_per_species']:.1f}/sp."
+        for g, c in counts.items()
+    }
+    rows = [
+        {"model": model, "group": g, **scores, **counts[g]}
+        for model, groups in result["models"].items()
+        for g, scores in groups.items()
+    ]
+    figures = [
+        bar_chart(
+            {m: {g: s[key] for g, s in groups.items()} for m, groups in result["models"].items()},
+            title=title,
+            ylabel=ylabel,
+            xlabel="taxon group",
+            annotations=notes,
+        )
+        for key, title, ylabel in (
+            ("mean_cosine", "Mean cosine of each image with its species text", "cosine similarity"),
+            ("accuracy", "Zero-shot accuracy per taxon group", "top-1 accuracy (fraction)"),
+        )
+    ]
+    return Section(
+        "Model comparison", "Counts per group show where species have few images.", rows, figures
+    )
+
+
+def _parse_tables(text: str) -> dict[str, str]:
+    return parse_key_values(parse_list(text), option="--option tables", key="NAME", value="PATH")
+
+
+@register_task(
+    name="compare",
+    description="Several embedding tables of the same observations side by side, per group.",
+    options=[
+        TaskOption("tables", None, "NAME=PATH,... (default: the table itself)", _parse_tables),
+        TaskOption("group", "group", "the taxon-group column"),
+    ],
+    section=compare_section,
+    in_all=False,
+    order=70,
+)
+def _run(
+    context: EvalContext, tables: Mapping[str, TableLike] | None, group: str
+) -> dict[str, Any]:
+    tables = dict(tables or {"model": context.batch})
+    return compare_models(tables, group=group, label=context.labels[0])

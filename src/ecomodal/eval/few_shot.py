@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.common import resolve_model
-from ecomodal.eval.probe import feature_sets, label_values
+from ecomodal.eval.probe import feature_sets, label_values, parse_feature_sets
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.eval.zero_shot import class_prototypes
 from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.options import parse_numbers
+from ecomodal.report import Section
 from ecomodal.seeding import mix_seed
 
 METHODS = ("centroid", "ridge", "logistic")
@@ -42,12 +47,15 @@ def _predict(method: str, train_x, train_y, test_x, seed: int) -> np.ndarray:
     elif method == "logistic":
         head = LogisticRegression(max_iter=2000, random_state=seed)
     else:
-        raise ValueError(f"Unknown few-shot method {method!r}; expected one of {METHODS}.")
+        raise InvalidArgumentError(
+            f"Unknown few-shot method {method!r}; expected one of {METHODS}."
+        )
     return make_pipeline(MinMaxScaler(), head).fit(train_x, train_y).predict(test_x)
 
 
+@renamed_arguments(table="data")
 def few_shot(
-    table: TableLike,
+    data: TableLike,
     *,
     label: str,
     features: str | Sequence[str] = ("image",),
@@ -67,7 +75,7 @@ def few_shot(
     probe. ``features`` as in :func:`~ecomodal.eval.probe.feature_sets` (several modalities: their
     TaxaBind fusion). Draw r of k uses seed ``mix_seed(seed, k, r)``.
     """
-    batch = as_batch(table)
+    batch = as_batch(data)
     prom3e = resolve_model(model)
     labels, known = label_values(batch, label)
     sides = make_split(batch, split, seed=seed)
@@ -101,3 +109,61 @@ def few_shot(
             } | {"classes": classes}
         results[name] = per_feature
     return {"label": label, "repeats": repeats, "results": results}
+
+
+def _section(results: Mapping[str, Any]) -> Section:
+    rows = []
+    for label, result in results.items():
+        for feature, by_k in result["results"].items():
+            for k, entry in by_k.items():
+                for method, stats in entry.items():
+                    if isinstance(stats, dict):
+                        rows.append(
+                            {
+                                "label": label,
+                                "features": feature,
+                                "shots": k,
+                                "method": method,
+                                **stats,
+                            }
+                        )
+    return Section("Few-shot classification", "Mean and std over seeded draws.", rows)
+
+
+@register_task(
+    name="few-shot",
+    description="k labelled examples per class: nearest centroid and ridge, for every label.",
+    options=[
+        TaskOption(
+            "features",
+            ("image",),
+            "one feature set (several modalities: their fusion)",
+            lambda text: parse_feature_sets(text)[0],
+        ),
+        TaskOption(
+            "shots",
+            (1, 5, 10),
+            "k values",
+            lambda text: parse_numbers(text, int, option="--option shots"),
+        ),
+        TaskOption("repeats", 5, "seeded draws per k", int),
+    ],
+    section=_section,
+    order=20,
+)
+def _run(
+    context: EvalContext, features: str | Sequence[str], shots: Sequence[int], repeats: int
+) -> dict[str, Any]:
+    return {
+        label: few_shot(
+            context.batch,
+            label=label,
+            features=features,
+            model=context.model,
+            shots=shots,
+            repeats=repeats,
+            split=context.split,
+            seed=context.seed,
+        )
+        for label in context.labels
+    }

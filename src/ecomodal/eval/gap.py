@@ -4,15 +4,18 @@ ProM3E completion."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
 from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.eval.registry import EvalContext, register_task
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
+from ecomodal.report import Section, bar_chart
 
 
 def centroid_distances(groups: dict[str, np.ndarray]) -> dict[str, float]:
@@ -45,8 +48,9 @@ def _gap(groups: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
     }
 
 
+@renamed_arguments(table="data")
 def modality_gap(
-    table: TableLike,
+    data: TableLike,
     model: Any = None,
     *,
     modalities: Sequence[str] | str | None = None,
@@ -58,7 +62,7 @@ def modality_gap(
     table's embeddings) and, with a ProM3E ``model``, ``after`` (each row completed from every
     modality it has: the decoded slots). Uses the test rows of ``split`` (``None``: all rows), at
     most ``max_rows`` per modality (a seeded sample)."""
-    batch = as_batch(table)
+    batch = as_batch(data)
     prom3e = resolve_model(model)
     if split is not None:
         batch = batch.select(make_split(batch, split, seed=seed) == "test")
@@ -79,3 +83,32 @@ def modality_gap(
         after = {m: done.embeddings[:, order.index(m)] for m in names if m in order}
         out["after"] = _gap(after, seed)
     return out
+
+
+def _section(result: Mapping[str, Any]) -> Section:
+    rows = []
+    for stage, entry in result.items():
+        rows.append({"stage": stage, "pair": "separability", "value": entry["separability"]})
+        rows += [
+            {"stage": stage, "pair": k, "value": v} for k, v in entry["centroid_distance"].items()
+        ]
+    bars = {stage: entry["centroid_distance"] for stage, entry in result.items()}
+    figure = bar_chart(
+        bars,
+        title="Distance between modality centroids",
+        ylabel="Euclidean distance (unit vectors)",
+        xlabel="modality pair",
+    )
+    return Section(
+        "Modality gap", "Separability: CV accuracy of telling modalities apart.", rows, [figure]
+    )
+
+
+@register_task(
+    name="gap",
+    description="How far apart the modalities sit, before and after ProM3E completion.",
+    section=_section,
+    order=60,
+)
+def _run(context: EvalContext) -> dict[str, Any]:
+    return modality_gap(context.batch, context.model, split=context.split, seed=context.seed)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.common import model_inputs, normalise, require_model, resolve_model
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import parse_list
+from ecomodal.report import Section, bar_chart
 
 HIDDEN = "prom3e-hidden"
 COMPLETED = "prom3e-completed"
@@ -68,7 +73,9 @@ def feature_sets(
             rows,
         )
     if not out:
-        raise ValueError(f"combine must include 'fusion' and/or 'concat'; got {list(combine)}.")
+        raise InvalidArgumentError(
+            f"combine must include 'fusion' and/or 'concat'; got {list(combine)}."
+        )
     return out
 
 
@@ -88,7 +95,9 @@ def make_classifier(classifier: str = "ridge", *, seed: int = 0) -> Any:
     elif classifier == "logistic":
         head = LogisticRegression(max_iter=2000, random_state=seed)
     else:
-        raise ValueError(f"Unknown classifier {classifier!r}; expected 'ridge' or 'logistic'.")
+        raise InvalidArgumentError(
+            f"Unknown classifier {classifier!r}; expected 'ridge' or 'logistic'."
+        )
     return make_pipeline(MinMaxScaler(), head)
 
 
@@ -163,8 +172,9 @@ def fit_probes(
     return results
 
 
+@renamed_arguments(table="data")
 def linear_probe(
-    table: TableLike,
+    data: TableLike,
     *,
     label: str,
     features: str | Sequence[str] = ("loc",),
@@ -185,7 +195,7 @@ def linear_probe(
     so nearby points do not leak) or ``"random"``. Returns ``{"results": {feature name: scores},
     "accuracy": ...}``, the top-level accuracy being that of the first feature set.
     """
-    batch = as_batch(table)
+    batch = as_batch(data)
     prom3e = resolve_model(model)
     labels, known = label_values(batch, label)
     sides = make_split(batch, split, seed=seed, block_deg=block_deg)
@@ -207,3 +217,68 @@ def linear_probe(
         "results": results,
         "accuracy": first.get("accuracy"),
     }
+
+
+def _section(results: Mapping[str, Any]) -> Section:
+    rows, bars = [], {}
+    for label, result in results.items():
+        for feature, scores in result["results"].items():
+            rows.append({"label": label, "features": feature, "split": result["split"], **scores})
+            if "accuracy" in scores:
+                bars.setdefault(feature, {})[label] = 100 * scores["accuracy"]
+    figures = [
+        bar_chart(bars, title="Linear probe accuracy", ylabel="accuracy (%)", xlabel="label")
+    ]
+    return Section("Linear probes", "MinMax-scaled features, RidgeClassifierCV.", rows, figures)
+
+
+def parse_feature_sets(text: str) -> list[str | tuple[str, ...]]:
+    """``"image;loc,env;prom3e-hidden"`` -> ``[("image",), ("loc", "env"), "prom3e-hidden"]``."""
+    return [
+        part.strip() if part.strip().startswith("prom3e-") else tuple(parse_list(part))
+        for part in text.split(";")
+        if part.strip()
+    ]
+
+
+@register_task(
+    name="probe",
+    description="Linear probes of every label from raw, fused and ProM3E features.",
+    options=[
+        TaskOption(
+            "features",
+            None,
+            "feature sets, e.g. 'image;loc,env;prom3e-hidden' (default: each modality, their "
+            "fusion and, with a model, prom3e-hidden and prom3e-completed)",
+            parse_feature_sets,
+        ),
+        TaskOption("visible", None, "ProM3E features: the visible modalities", parse_list),
+    ],
+    section=_section,
+    order=30,
+)
+def _run(
+    context: EvalContext,
+    features: Sequence[str | Sequence[str]] | None,
+    visible: Sequence[str] | None,
+) -> dict[str, Any]:
+    batch, prom3e, seed, split = context.batch, context.model, context.seed, context.split
+    non_text = context.non_text
+    feature_list = (
+        list(features)
+        if features
+        else (
+            [(m,) for m in non_text]
+            + ([tuple(non_text)] if len(non_text) > 1 else [])
+            + ([HIDDEN, COMPLETED] if prom3e is not None else [])
+        )
+    )
+    sides = make_split(batch, split, seed=seed)
+    targets = {label: label_values(batch, label) for label in context.labels}
+    metrics = {label: {"split": split, "results": {}} for label in context.labels}
+    for feature in feature_list:  # one feature set in memory at a time, every label
+        matrices = feature_sets(batch, feature, model=prom3e, visible=visible, seed=seed)
+        for label, (values, known) in targets.items():
+            metrics[label]["results"].update(fit_probes(matrices, values, known, sides, seed=seed))
+        del matrices
+    return metrics

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.options import parse_list
+from ecomodal.report import Section, heatmap
 
 DEFAULT_DELTAS = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_KS = (1, 5, 10)
@@ -35,9 +40,9 @@ def ranks_of_truth(
     n_gallery = len(gallery)
     truth = np.arange(len(queries)) if truth is None else np.asarray(truth, dtype=np.int64)
     if len(truth) != len(queries):
-        raise ValueError(f"{len(truth)} truth indices for {len(queries)} queries.")
+        raise InvalidArgumentError(f"{len(truth)} truth indices for {len(queries)} queries.")
     if len(truth) and (truth.min() < 0 or truth.max() >= n_gallery):
-        raise ValueError(f"truth indices must lie in [0, {n_gallery}).")
+        raise InvalidArgumentError(f"truth indices must lie in [0, {n_gallery}).")
     true_items = normalise(np.asarray(gallery[truth], dtype=np.float32))
     own = np.einsum("nd,nd->n", queries, true_items) + 1e-6
     ranks = np.ones(len(queries), dtype=np.int64)
@@ -88,12 +93,15 @@ def parse_pair(pair: str | Sequence[str]) -> tuple[str, str]:
     """``"sat->loc"`` or ``("sat", "loc")`` as a (source, target) tuple."""
     parts = pair.split("->") if isinstance(pair, str) else list(pair)
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ValueError(f"A retrieval pair is SOURCE->TARGET of two modalities; got {pair!r}.")
+        raise InvalidArgumentError(
+            f"A retrieval pair is SOURCE->TARGET of two modalities; got {pair!r}."
+        )
     return parts[0].strip(), parts[1].strip()
 
 
+@renamed_arguments(table="data")
 def retrieval(
-    table: TableLike,
+    data: TableLike,
     model: Any = None,
     *,
     pairs: Sequence[tuple[str, str]] | None = None,
@@ -117,7 +125,7 @@ def retrieval(
     its species first. The table is loaded in memory; for galleries beyond memory call
     :func:`ranks_of_truth` on a memory-mapped array.
     """
-    batch = as_batch(table)
+    batch = as_batch(data)
     prom3e = resolve_model(model)
     labels = make_split(batch, split, seed=seed)
     names = [m for m in batch.modalities if batch.present[m].any()]
@@ -188,3 +196,65 @@ def retrieval(
             )
         results[f"{source}->{target}"] = entry
     return {"pairs": results, "split": split if isinstance(split, str) else "given"}
+
+
+def _section(result: Mapping[str, Any]) -> Section:
+    pairs = result["pairs"]
+    names = sorted({m for key in pairs for m in key.split("->")})
+    rows, figures = [], []
+    for key, entry in pairs.items():
+        row = {"pair": key, "queries": entry["queries"], "gallery": entry["gallery"]}
+        row |= {f"direct {k}": v for k, v in entry["direct"].items()}
+        if "mixed" in entry:
+            row |= {f"mixed {k}": v for k, v in entry["mixed"].items()}
+            row["delta"] = entry["delta"]
+        rows.append(row)
+    for method in ("direct", "mixed"):
+        matrix = np.full((len(names), len(names)), np.nan)
+        for key, entry in pairs.items():
+            if method in entry:
+                a, b = key.split("->")
+                matrix[names.index(a), names.index(b)] = 100 * entry[method]["R@1"]
+        if np.isfinite(matrix).any():
+            figures.append(
+                heatmap(
+                    matrix,
+                    names,
+                    names,
+                    title=f"Retrieval R@1, {method} queries",
+                    xlabel="gallery (target) modality",
+                    ylabel="query (source) modality",
+                    colorbar="R@1 (%)",
+                    fmt="{:.1f}",
+                )
+            )
+    text = (
+        "Each query is ranked against the test rows' target embeddings; its own row is the "
+        "match. Mixed: q' = (1 - delta) q + delta * ProM3E completion, delta tuned on val."
+    )
+    return Section("Cross-modal retrieval", text, rows, figures)
+
+
+@register_task(
+    name="retrieval",
+    description="Cross-modal retrieval between pairs of modalities, direct and ProM3E-mixed.",
+    options=[
+        TaskOption(
+            "pairs", None, "e.g. sat->loc,loc->sat (default: every ordered pair)", parse_list
+        ),
+        TaskOption("max_queries", None, "a seeded sample of queries per pair", int),
+    ],
+    section=_section,
+    order=40,
+)
+def _run(
+    context: EvalContext, pairs: Sequence[str | Sequence[str]] | None, max_queries: int | None
+) -> dict[str, Any]:
+    return retrieval(
+        context.batch,
+        context.model,
+        pairs=pairs,
+        split=context.split,
+        seed=context.seed,
+        max_queries=max_queries,
+    )

@@ -3,16 +3,19 @@ how well sigma predicts the completion error."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
 from ecomodal.eval.common import model_inputs, require_model, resolve_model
 from ecomodal.eval.completion import visible_subsets
+from ecomodal.eval.registry import EvalContext, register_task
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
+from ecomodal.report import Section, bar_chart, distributions
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -30,8 +33,9 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+@renamed_arguments(table="data")
 def uncertainty(
-    table: TableLike,
+    data: TableLike,
     model: Any,
     *,
     visible_sets: Sequence[Sequence[str] | str] | None = None,
@@ -55,7 +59,7 @@ def uncertainty(
     ``samples`` (up to ``max_samples`` sigma values per set, for plots).
     """
     prom3e = require_model(resolve_model(model), "uncertainty")
-    batch = as_batch(table)
+    batch = as_batch(data)
     if split is not None:
         batch = batch.select(make_split(batch, split, seed=seed) == "test")
     names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
@@ -161,3 +165,44 @@ def uncertainty(
         "sigma_error_spearman": pooled,
         "samples": samples,
     }
+
+
+def _section(result: Mapping[str, Any]) -> Section:
+    rows = [
+        {
+            "visible": name,
+            **{k: v for k, v in entry.items() if k != "quantiles"},
+            **{f"q{k}": v for k, v in entry["quantiles"].items()},
+        }
+        for name, entry in result["sets"].items()
+    ]
+    figures = [
+        distributions(
+            result["samples"],
+            title="sigma_l1 per visible set",
+            xlabel="sigma_l1 (sum of sigma)",
+            ylabel="visible modalities",
+        ),
+        bar_chart(
+            {"mean drop": result["added_modality"]},
+            title="Mean drop of sigma_l1 when a modality is added",
+            ylabel="sigma_l1 drop",
+            xlabel="added modality",
+        ),
+    ]
+    text = (
+        f"Mean sigma_l1 by number of visible modalities: {result['mean_by_count']}. Spearman "
+        f"correlation of sigma_l1 with completion error: {result['sigma_error_spearman']:.3f}."
+    )
+    return Section("Uncertainty and informativeness", text, rows, figures)
+
+
+@register_task(
+    name="uncertainty",
+    description="ProM3E's sigma_l1 per visible set, the next modality to add, sigma vs error.",
+    section=_section,
+    needs_model=True,
+    order=50,
+)
+def _run(context: EvalContext) -> dict[str, Any]:
+    return uncertainty(context.batch, context.model, split=context.split, seed=context.seed)

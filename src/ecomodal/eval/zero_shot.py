@@ -8,12 +8,19 @@ from typing import Any
 import numpy as np
 
 from ecomodal.data.splits import make_split
+from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.eval.common import model_inputs, normalise, resolve_model
 from ecomodal.eval.probe import label_values
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.modalities import parse_modalities
+from ecomodal.options import parse_list
+from ecomodal.report import Section, bar_chart
+from ecomodal.scoring import top_k_hits
+
+__all__ = ["RANKS", "class_prototypes", "top_k_hits", "zero_shot"]
 
 #: Coarser ranks looked for among the table's columns, finest first.
 RANKS = ("genus", "family", "order", "class", "phylum", "kingdom")
@@ -30,16 +37,6 @@ def class_prototypes(
     keep = np.array([label in index for label in labels], dtype=bool)
     np.add.at(sums, [index[label] for label in labels[keep]], normalise(embeddings[keep]))
     return names, normalise(sums.astype(np.float32))
-
-
-def top_k_hits(scores: np.ndarray, truth: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    """Top-k accuracy for each k: ``truth[i]`` (a column index) among the k best of row i.
-
-    Ties count in the row's favour: the rank is 1 + the number of strictly better candidates.
-    """
-    own = scores[np.arange(len(scores)), truth]
-    rank = 1 + np.count_nonzero(scores > own[:, None] + 1e-7, axis=1)
-    return {f"top{k}": float(np.mean(rank <= k)) for k in ks}
 
 
 def _candidates(
@@ -80,8 +77,9 @@ def _rank_of_candidates(
     return np.asarray([lookup.get(n, f"?{n}") for n in names], dtype=object)
 
 
+@renamed_arguments(table="data")
 def zero_shot(
-    table: TableLike,
+    data: TableLike,
     model: Any = None,
     *,
     label: str = "scientific_name",
@@ -104,7 +102,7 @@ def zero_shot(
     (default: ``label`` and the coarser rank columns present, e.g. genus, family) scores a rank by
     its best-scoring candidate. Rows: the test rows of ``split`` (``None``: every row).
     """
-    batch = as_batch(table)
+    batch = as_batch(data)
     prom3e = resolve_model(model)
     vis = parse_modalities(visible, batch.modalities)
     names, protos = _candidates(batch, label, candidates, text)
@@ -149,4 +147,49 @@ def zero_shot(
         "rows": int(rows.sum()),
         "rows_with_label_not_a_candidate": excluded,
         "methods": results,
+    }
+
+
+def _section(results: Mapping[str, Any]) -> Section:
+    rows, bars = [], {}
+    for visible, result in results.items():
+        for method, by_rank in result["methods"].items():
+            for rank, scores in by_rank.items():
+                rows.append({"visible": visible, "method": method, "rank": rank, **scores})
+                bars.setdefault(f"{method} [{visible}]", {})[rank] = 100 * scores["top1"]
+    figure = bar_chart(bars, title="Zero-shot top-1", ylabel="top-1 accuracy (%)", xlabel="rank")
+    return Section("Zero-shot classification", "", rows, [figure])
+
+
+def _parse_visible(text: str) -> list[list[str]]:
+    return [parse_list(part) for part in text.split(";") if part.strip()]
+
+
+@register_task(
+    name="zero-shot",
+    description="Top-k accuracy of the first label against text embeddings of the taxa.",
+    options=[
+        TaskOption(
+            "visible",
+            None,
+            "visible sets, e.g. 'image;image,sat' (default: each non-text modality and all)",
+            _parse_visible,
+        )
+    ],
+    section=_section,
+    order=10,
+)
+def _run(context: EvalContext, visible: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    non_text = context.non_text
+    sets = visible or ([[m] for m in non_text] + ([non_text] if len(non_text) > 1 else []))
+    return {
+        "+".join(v): zero_shot(
+            context.batch,
+            context.model,
+            label=context.labels[0],
+            visible=v,
+            split=context.split,
+            seed=context.seed,
+        )
+        for v in sets
     }

@@ -183,10 +183,12 @@ def zero_shot_accuracy(
 ) -> float:
     """Top-1 accuracy of ``argmax_c queries @ class_embeddings[c]`` against ``labels`` (class
     indices); rows are expected L2-normalised."""
+    from ecomodal.errors import InvalidInputError
+    from ecomodal.scoring import top_k_hits
+
     if len(queries) == 0:
-        raise ValueError("Zero-shot accuracy needs at least one query row.")
-    predicted = np.argmax(queries @ class_embeddings.T, axis=1)
-    return float(np.mean(predicted == np.asarray(labels)))
+        raise InvalidInputError("Zero-shot accuracy needs at least one query row.")
+    return top_k_hits(queries @ class_embeddings.T, labels, (1,), ties="first")["top1"]
 
 
 def _load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
