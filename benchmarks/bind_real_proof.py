@@ -58,7 +58,7 @@ def run_proof(
     batch_size: int = 512,
     lr: float = 1e-3,
     seed: int = 0,
-    progress: bool = False,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Build the feature table in ``out``, train, and return the held-out figures."""
     from ecomodal.data.splits import spatial_block_split
@@ -106,7 +106,7 @@ def run_proof(
         lr=lr,
         seed=seed,
         resume=False,
-        progress=progress,
+        show_progress=show_progress,
     )
     train_s = time.perf_counter() - started
     held = result.metrics

@@ -68,3 +68,15 @@ def test_one_precision_vocabulary():
         assert lightning_precision("bf16-mixed") == "bf16-mixed"
     with pytest.raises(InvalidArgumentError, match="Unknown precision 'fp8'"):
         normalise_precision("fp8")
+
+
+def test_old_keyword_names_are_kept_on_the_public_api():
+    from ecomodal.eval import evaluate, few_shot, linear_probe, retrieval, uncertainty, zero_shot
+    from ecomodal.training.bind import train_bind
+    from ecomodal.training.cluster import cluster_sweep
+    from ecomodal.training.prom3e import train_prom3e
+
+    for function in (train_prom3e, train_bind, cluster_sweep):
+        assert function.__renamed_arguments__ == {"progress": "show_progress"}
+    for function in (evaluate, few_shot, linear_probe, retrieval, uncertainty, zero_shot):
+        assert function.__renamed_arguments__ == {"table": "data"}

@@ -152,7 +152,7 @@ def run_quickstart(
             lr=config.bind_lr,
             t0=config.bind_epochs,
             seed=config.seed,
-            progress=show_progress,
+            show_progress=show_progress,
         )
     table = _bound_embeddings(built.table, bound["env"].best_dir, bound["sat"].best_dir, out)
 
@@ -169,7 +169,7 @@ def run_quickstart(
         model_config=QUICKSTART_MODEL,
         visible_counts=VISIBLE_COUNTS,
         visible_probs=VISIBLE_PROBS,
-        progress=show_progress,
+        show_progress=show_progress,
     )
     model = load_model(run.best_dir)
 

@@ -71,7 +71,7 @@ def run_synthetic_quickstart(
         model_config=model_config or QUICKSTART_MODEL,
         visible_counts=QUICKSTART_VISIBLE_COUNTS,
         visible_probs=QUICKSTART_VISIBLE_PROBS,
-        progress=show_progress,
+        show_progress=show_progress,
     )
     model = load_model(result.best_dir)
 

@@ -28,6 +28,6 @@ def synthetic_run(tmp_path_factory):
         model_config=SMALL,
         visible_counts=(1, 2, 3, 4, 5),
         visible_probs=(0.2, 0.2, 0.2, 0.2, 0.2),
-        progress=False,
+        show_progress=False,
     )
     return table, load_model(result.best_dir), result.best_dir

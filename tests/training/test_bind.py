@@ -168,7 +168,7 @@ def observations(tmp_path_factory, climate_tif):
     return {"csv": csv, "table": table, "lat": lat, "lon": lon, "loc": loc, "env": env}
 
 
-FAST = dict(epochs=2, batch_size=100, lr=1e-3, progress=False)
+FAST = dict(epochs=2, batch_size=100, lr=1e-3, show_progress=False)
 
 
 # ---------------------------------------------------------------------------- training
@@ -243,7 +243,7 @@ def test_geoclip_head_fine_tunes_the_packaged_location_encoder(observations, tmp
     )
     result = train_bind(
         table, tmp_path / "geo", modality="loc", bind_to="image", head="geoclip",
-        val_fraction=0.25, epochs=1, batch_size=15, lr=1e-4, progress=False,
+        val_fraction=0.25, epochs=1, batch_size=15, lr=1e-4, show_progress=False,
     )  # fmt: skip
     assert json.loads((tmp_path / "geo" / "run.json").read_text())["loss"] == "random-negatives"
     tuned = load_encoder("loc", f"local-dir:{result.best_dir}")

@@ -31,7 +31,7 @@ def test_training_writes_published_format_and_metrics(tiny_table, tmp_path):
         batch_size=128,
         lr=1e-3,
         model_config=TINY,
-        progress=False,
+        show_progress=False,
     )
     model = load_model(result.best_dir)
     assert model.config.embed_dim == 64
@@ -44,7 +44,7 @@ def test_training_writes_published_format_and_metrics(tiny_table, tmp_path):
 
 
 def test_resume_repeats_an_uninterrupted_run(tiny_table, tmp_path):
-    kwargs = dict(epochs=3, batch_size=128, model_config=TINY, progress=False, seed=7)
+    kwargs = dict(epochs=3, batch_size=128, model_config=TINY, show_progress=False, seed=7)
     train_prom3e(tiny_table, tmp_path / "straight", **kwargs)
     train_prom3e(tiny_table, tmp_path / "split", **{**kwargs, "epochs": 1})
     train_prom3e(tiny_table, tmp_path / "split", **kwargs)
@@ -104,8 +104,8 @@ def test_bf16_training_runs(tiny_table, tmp_path):
         epochs=1,
         batch_size=128,
         model_config=TINY,
-        precision="bf16-mixed",
-        progress=False,
+        precision="bf16",
+        show_progress=False,
     )
     assert np.isfinite(result.best_val_loss)
     tensors = weights(result.last_dir)
@@ -121,7 +121,7 @@ def test_non_finite_loss_stops_with_the_step(tiny_table, tmp_path):
             batch_size=128,
             model_config=TINY,
             lr=1e30,
-            progress=False,
+            show_progress=False,
         )
 
 
@@ -133,7 +133,7 @@ def test_trained_model_beats_baselines(tmp_path):
     write_embeddings(path, to_batch(data))
     result = train_prom3e(
         path, tmp_path / "run", epochs=80, batch_size=256, lr=1e-3, t0=80, seed=1,
-        model_config={**TINY, "embed_dim": 128, "mlp_dim": 256}, progress=False,
+        model_config={**TINY, "embed_dim": 128, "mlp_dim": 256}, show_progress=False,
     )  # fmt: skip
     model = load_model(result.best_dir)
     test, train = data.split("test"), data.split("train")
