@@ -80,3 +80,15 @@ def test_old_keyword_names_are_kept_on_the_public_api():
         assert function.__renamed_arguments__ == {"progress": "show_progress"}
     for function in (evaluate, few_shot, linear_probe, retrieval, uncertainty, zero_shot):
         assert function.__renamed_arguments__ == {"table": "data"}
+
+
+def test_map_band_lookup_error_is_ecomodal_and_key_error():
+    from ecomodal.errors import UnknownBandError
+    from ecomodal.maps import make_grid
+    from ecomodal.maps.output import GridMap
+
+    grid_map = GridMap(make_grid((0, 0, 2, 2), resolution=1.0, land_only=False), [[1, 2, 3, 4]], ["a"])
+    with pytest.raises(KeyError) as info:
+        grid_map.band("b")
+    assert isinstance(info.value, UnknownBandError)
+    assert str(info.value) == "The map has no band 'b'; it has ['a']."

@@ -77,3 +77,14 @@ class UnknownEncoderError(EcomodalError, ValueError):
 
 class MissingDependencyError(EcomodalError, ImportError):
     """An optional dependency that is not installed (the message names the extra to install)."""
+
+
+class UnknownBandError(MapError, KeyError):
+    """A map band name that the map does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputTypeError(EcomodalError, TypeError):
+    """Inputs of the wrong kind for a call (the message says what it takes)."""

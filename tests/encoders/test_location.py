@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ecomodal.encoders import InvalidInputError, load_encoder
-from ecomodal.errors import CheckpointError, ModelNotFoundError
+from ecomodal.errors import CheckpointError, EcomodalError, ModelNotFoundError
 from ecomodal.models.geoclip import GeoCLIPLocationEncoder, equal_earth_projection
 
 
@@ -91,8 +91,9 @@ def test_invalid_latitude_is_an_error_naming_the_row(geoclip_encoder):
         geoclip_encoder.encode(lat=[0.0, 91.0, 5.0], lon=[0.0, 0.0, 0.0])
     with pytest.raises(InvalidInputError, match=r"row 0, column 'lon'"):
         geoclip_encoder.encode(lat=[0.0], lon=[float("nan")])
-    with pytest.raises(TypeError, match="lon="):
+    with pytest.raises(TypeError, match="lon=") as info:
         geoclip_encoder.encode(lat=[0.0])
+    assert isinstance(info.value, EcomodalError)
     with pytest.raises(TypeError, match="unexpected input 'latitude'"):
         geoclip_encoder.encode(latitude=[0.0], lon=[0.0])
 

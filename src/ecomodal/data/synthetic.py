@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.modalities import MODALITIES
+from ecomodal.vectors import normalise
 
 #: Noise (norm of the added noise relative to the unit-norm clean embedding) per modality.
 DEFAULT_NOISE: dict[str, float] = {
@@ -90,7 +92,9 @@ class SyntheticData:
     def split(self, name: str) -> SyntheticData:
         """The rows whose ``split`` column is ``name`` (``train``, ``val`` or ``test``)."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"Unknown split {name!r}; expected one of: train, val, test.")
+            raise InvalidArgumentError(
+                f"Unknown split {name!r}; expected one of: train, val, test."
+            )
         return self.select(np.flatnonzero(self.columns["split"] == name))
 
 
@@ -104,10 +108,6 @@ def _fourier(u: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
     return np.concatenate([np.cos(proj), np.sin(proj)], axis=-1)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class _RandomMap:
     """A fixed random 2-layer tanh network from ``in_dim`` to ``out_dim``, output L2-normalised."""
 
@@ -117,7 +117,7 @@ class _RandomMap:
         self.w2 = (rng.standard_normal((hidden, out_dim)) / np.sqrt(hidden)).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _normalise(np.tanh(x.astype(np.float32) @ self.w1 + self.b1) @ self.w2)
+        return normalise(np.tanh(x.astype(np.float32) @ self.w1 + self.b1) @ self.w2)
 
 
 class _World:
@@ -196,7 +196,7 @@ def make_synthetic(
     """
     c = config or SyntheticConfig()
     if n_observations < 1:
-        raise ValueError(f"n_observations must be >= 1; got {n_observations}.")
+        raise InvalidArgumentError(f"n_observations must be >= 1; got {n_observations}.")
     world = _World(c, seed)
     rng = np.random.default_rng([seed, 1])
     n = n_observations
@@ -227,7 +227,7 @@ def make_synthetic(
         clean = world.maps[name](inputs[name])
         if noise[name] > 0:
             eps = rng.standard_normal((n, c.dim), dtype=np.float32)
-            clean = _normalise(clean + noise[name] * eps / np.sqrt(c.dim))
+            clean = normalise(clean + noise[name] * eps / np.sqrt(c.dim))
         embeddings[:, i] = clean
     present = rng.random((n, len(MODALITIES))) >= c.missing_rate
     empty = ~present.any(axis=1)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ecomodal.errors import (
     EcomodalError,
+    InputTypeError,
     InvalidArgumentError,
     InvalidInputError,
     MissingColumnError,
@@ -260,19 +261,19 @@ class Encoder(abc.ABC):
             elif len(names) == 1:
                 given = {names[0]: inputs}
             else:
-                raise TypeError(
+                raise InputTypeError(
                     f"{self.id} takes keyword columns {', '.join(f'{n}=' for n in names)} or a table "
                     f"with those columns, not a {type(inputs).__name__}."
                 )
         for name, values in columns.items():
             if name not in names:
-                raise TypeError(
+                raise InputTypeError(
                     f"{self.id} got an unexpected input {name!r}; it takes {', '.join(names)}."
                 )
             given[name] = values
         missing = [name for name in names if name not in given]
         if missing:
-            raise TypeError(f"{self.id} needs inputs {', '.join(f'{n}=' for n in missing)}.")
+            raise InputTypeError(f"{self.id} needs inputs {', '.join(f'{n}=' for n in missing)}.")
         arrays = {name: _as_array(values, name) for name, values in given.items()}
         lengths = {name: len(values) for name, values in arrays.items()}
         if len(set(lengths.values())) > 1:

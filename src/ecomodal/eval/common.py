@@ -9,9 +9,9 @@ import numpy as np
 
 from ecomodal.data.splits import SPLITS, make_split, spatial_block_split
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.completion import _normalise as normalise
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.vectors import normalise
 
 __all__ = [
     "SPLITS",

@@ -8,11 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ecomodal.models.prom3e import ProM3E
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+from ecomodal.vectors import normalise
 
 
 def completion_scores(
@@ -23,8 +19,8 @@ def completion_scores(
     R@1 counts row i as found when no other truth is strictly closer to prediction i than truth i
     (ties, such as identical text embeddings of one species, count as found).
     """
-    predicted = _normalise(np.asarray(predicted, dtype=np.float32))
-    truth = _normalise(np.asarray(truth, dtype=np.float32))
+    predicted = normalise(np.asarray(predicted, dtype=np.float32))
+    truth = normalise(np.asarray(truth, dtype=np.float32))
     own = np.einsum("nd,nd->n", predicted, truth)
     hits = 0
     for start in range(0, len(predicted), block):
@@ -35,7 +31,7 @@ def completion_scores(
 
 def mean_of_visible(embeddings: np.ndarray, visible: Sequence[int]) -> np.ndarray:
     """Baseline: the normalised mean of the visible embeddings, used as every missing one."""
-    return _normalise(embeddings[:, list(visible)].mean(axis=1))
+    return normalise(embeddings[:, list(visible)].mean(axis=1))
 
 
 def nearest_neighbour(

@@ -11,14 +11,9 @@ import pyarrow as pa
 
 from ecomodal.errors import InvalidEmbeddingsError, TableFormatError, UnknownModalityError
 from ecomodal.io.format import as_arrow_table
+from ecomodal.vectors import normalise
 
 __all__ = ["EmbeddingBatch"]
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (a zero row stays zero)."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 @dataclass
@@ -107,8 +102,8 @@ class EmbeddingBatch:
 
     def fuse(self, modalities: Sequence[str]) -> np.ndarray:
         """TaxaBind's fusion: the normalised sum of the normalised embeddings of ``modalities``."""
-        total = sum(_normalise(self.modality(m)) for m in modalities)
-        return _normalise(np.asarray(total, dtype=np.float32))
+        total = sum(normalise(self.modality(m)) for m in modalities)
+        return normalise(np.asarray(total, dtype=np.float32))
 
     def has_all(self, modalities: Sequence[str]) -> np.ndarray:
         """Rows [N] that have every one of ``modalities`` (an unknown one raises)."""

@@ -17,7 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError, TableFormatError
+from ecomodal.errors import (
+    InputTypeError,
+    InvalidArgumentError,
+    InvalidEmbeddingsError,
+    TableFormatError,
+)
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.format import (
@@ -98,7 +103,7 @@ class EmbeddingTableWriter:
         if self._state == "open":
             return
         if self._state != "new":
-            raise ValueError(f"The writer for {self.path} is {self._state}.")
+            raise InvalidArgumentError(f"The writer for {self.path} is {self._state}.")
         stack = contextlib.ExitStack()
         self._tmp = stack.enter_context(atomic_path(self.path))
         self._stack = stack
@@ -327,7 +332,7 @@ def write_embeddings(
     """
     if batch is None:
         if ids is None or embeddings is None:
-            raise TypeError("write_embeddings needs a batch, or ids= and embeddings=.")
+            raise InputTypeError("write_embeddings needs a batch, or ids= and embeddings=.")
         values_by_name: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
         for name, values in embeddings.items():
@@ -349,7 +354,7 @@ def write_embeddings(
             columns=as_arrow_table(columns),
         )
     elif ids is not None or embeddings is not None or present is not None or columns is not None:
-        raise TypeError("write_embeddings takes a batch or ids=/embeddings=/..., not both.")
+        raise InputTypeError("write_embeddings takes a batch or ids=/embeddings=/..., not both.")
     n = len(batch)
     for name, values in batch.embeddings.items():
         if len(values) != n:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import MapError
+from ecomodal.errors import MapError, UnknownBandError
 from ecomodal.io.rasters import GeoTiffLayout, open_geotiff_writer
 from ecomodal.maps.grid import Grid
 
@@ -40,7 +40,7 @@ class GridMap:
         """One band's per-cell values, by name or index."""
         if isinstance(name, str):
             if name not in self.band_names:
-                raise KeyError(f"The map has no band {name!r}; it has {self.band_names}.")
+                raise UnknownBandError(f"The map has no band {name!r}; it has {self.band_names}.")
             name = self.band_names.index(name)
         return self.values[name]
 

@@ -30,7 +30,6 @@ from torch import nn
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
-from ecomodal.eval.common import normalise
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.checkpoints import save_checkpoint
@@ -38,6 +37,7 @@ from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
 from ecomodal.options import parse_numbers
 from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
+from ecomodal.vectors import normalise
 
 log = logging.getLogger(__name__)
 
