@@ -3,7 +3,13 @@
 from ecomodal._version import __version__ as __version__
 from ecomodal.data.multinat import import_multinat
 from ecomodal.embed import embed_records, merge_embeddings
-from ecomodal.encoders import Encoder, EncoderInfo, list_encoders, load_encoder
+from ecomodal.encoders import (
+    Encoder,
+    EncoderInfo,
+    list_encoders,
+    load_encoder,
+    register_encoders,
+)
 from ecomodal.errors import (
     CheckpointError,
     EcomodalError,
@@ -43,6 +49,7 @@ __all__ = [
     "list_encoders",
     "load_encoder",
     "load_model",
+    "register_encoders",
     "merge_embeddings",
     "read_embeddings",
     "read_records",

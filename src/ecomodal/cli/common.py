@@ -1,17 +1,6 @@
-"""Small parsers shared by the command groups."""
+"""Small parsers shared by the command groups (the rest are in :mod:`ecomodal.options`)."""
 
 from __future__ import annotations
-
-import typer
-
-
-def numbers(text: str, kind: type, option: str) -> list:
-    try:
-        return [kind(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise typer.BadParameter(
-            f"{option} expects comma-separated numbers; got {text!r}."
-        ) from None
 
 
 def parse_devices(text: str) -> int | str:

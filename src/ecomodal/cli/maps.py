@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ecomodal.cli.common import numbers
+from ecomodal.options import parse_numbers
 
 app = typer.Typer(help="Maps over a lat/lon grid as GeoTIFF (+ PNG preview).", no_args_is_help=True)
 
@@ -80,7 +80,7 @@ class MapSetup:
         from ecomodal.maps import make_grid
 
         text = self.grid.strip().lower()
-        bbox = None if text == "global" else numbers(self.grid, float, "--grid")
+        bbox = None if text == "global" else parse_numbers(self.grid, float, option="--grid")
         if bbox is not None and len(bbox) != 4:
             raise typer.BadParameter(
                 f"--grid expects 'global' or WEST,SOUTH,EAST,NORTH; got {self.grid!r}."
