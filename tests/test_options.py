@@ -87,7 +87,9 @@ def test_map_band_lookup_error_is_ecomodal_and_key_error():
     from ecomodal.maps import make_grid
     from ecomodal.maps.output import GridMap
 
-    grid_map = GridMap(make_grid((0, 0, 2, 2), resolution=1.0, land_only=False), [[1, 2, 3, 4]], ["a"])
+    grid_map = GridMap(
+        make_grid((0, 0, 2, 2), resolution=1.0, land_only=False), [[1, 2, 3, 4]], ["a"]
+    )
     with pytest.raises(KeyError) as info:
         grid_map.band("b")
     assert isinstance(info.value, UnknownBandError)
