@@ -19,16 +19,11 @@ def _run(monkeypatch, capsys, *args, debug=False):
     return exit_info.value.code, captured.err + captured.out
 
 
-def test_file_system_refusal_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+def test_file_system_refusal_is_one_line_and_status_2(tmp_path, run_cli):
     folder = tmp_path / "taken.parquet"
     folder.mkdir()
-    code, err = _run(monkeypatch, capsys, "data", "synthetic", "--n", "20", "--out", str(folder))
-    assert code == 2
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
-    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
-        "taken.parquet"
-    ]
+    run_cli("data", "synthetic", "--n", "20", "--out", folder).assert_clear_failure()
+    assert run_cli.files_under(tmp_path) == []
 
 
 def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch, capsys):
