@@ -93,3 +93,47 @@ def photos(tmp_path_factory):
     empty = folder / "empty.jpg"
     empty.write_bytes(b"")
     return paths, str(corrupt), str(empty)
+
+
+class CliResult:
+    """What one in-process ``ecomodal`` run gave: exit status and everything it printed."""
+
+    def __init__(self, code: int, output: str):
+        self.code, self.output = code, output
+
+    def assert_clear_failure(self, *expected: str, status: int = 2) -> None:
+        """Exit ``status``, exactly one line starting ``error:`` naming ``expected``, no traceback."""
+        lines = [line for line in self.output.strip().splitlines() if line.strip()]
+        assert self.code == status, (self.code, self.output)
+        assert "Traceback" not in self.output, self.output
+        assert len(lines) == 1 and lines[0].startswith("error: "), self.output
+        for text in expected:
+            assert text in lines[0], (text, lines[0])
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """``run_cli("complete", "--model", ...)`` runs ``ecomodal.cli.main`` as the console script
+    does and returns a :class:`CliResult` (no traceback mode, whatever the environment says);
+    ``run_cli.files_under(folder)`` lists the files below a folder (nothing left behind?)."""
+    from ecomodal.cli import main
+
+    def run(*args: object) -> CliResult:
+        monkeypatch.setattr("sys.argv", ["ecomodal", *map(str, args)])
+        monkeypatch.delenv("ECOMODAL_DEBUG", raising=False)
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code if isinstance(exit_info.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.err + captured.out)
+
+    run.files_under = files_under  # type: ignore[attr-defined]
+    return run
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file below ``folder`` (relative, sorted): to assert nothing was left behind."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())

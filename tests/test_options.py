@@ -94,3 +94,30 @@ def test_map_band_lookup_error_is_ecomodal_and_key_error():
         grid_map.band("b")
     assert isinstance(info.value, UnknownBandError)
     assert str(info.value) == "The map has no band 'b'; it has ['a']."
+
+
+def test_check_range_says_what_was_expected_and_received():
+    from ecomodal.options import check_range
+
+    assert check_range(3, "--batch-size", minimum=1, integer=True) == 3
+    assert check_range(0.5, "--dropout", minimum=0, maximum=1, exclusive_maximum=True) == 0.5
+    cases = [
+        ((0, "--batch-size"), {"minimum": 1, "integer": True}, "--batch-size must be >= 1; got 0."),
+        (
+            (1.5, "--dropout"),
+            {"minimum": 0, "maximum": 1, "exclusive_maximum": True},
+            "--dropout must be >= 0 and < 1; got 1.5.",
+        ),
+        (
+            (float("nan"), "--lr"),
+            {"minimum": 0, "exclusive_minimum": True},
+            "--lr must be a finite number; got nan.",
+        ),
+        ((2.5, "--epochs"), {"minimum": 1, "integer": True}, "--epochs must be a whole number"),
+        ((True, "--n"), {"integer": True}, "--n must be a whole number; got True."),
+        (("3", "--k"), {}, "--k must be a number; got '3'."),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises(InvalidArgumentError) as info:
+            check_range(*args, **kwargs)
+        assert str(info.value).startswith(message), (str(info.value), message)

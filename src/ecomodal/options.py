@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from ecomodal.errors import OptionFormatError
+from ecomodal.errors import InvalidArgumentError, OptionFormatError
 
 T = TypeVar("T")
 
@@ -79,3 +79,40 @@ def parse_linspace(text: str, *, option: str) -> list[float]:
     import numpy as np
 
     return np.linspace(start, stop, count).tolist()
+
+
+def check_range(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+    integer: bool = False,
+) -> Any:
+    """``value`` if it is a finite number within the bounds, else an
+    :class:`~ecomodal.errors.InvalidArgumentError` saying what ``name`` expects and what it got
+    (``"--batch-size must be >= 1; got 0."``). ``integer`` also requires a whole number (bools
+    are refused: ``True`` is not a count)."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "a whole number" if integer else "a number"
+        raise InvalidArgumentError(f"{name} must be {kind}; got {value!r}.")
+    if integer and (not float(value).is_integer()):
+        raise InvalidArgumentError(f"{name} must be a whole number; got {value!r}.")
+    if not math.isfinite(float(value)):
+        raise InvalidArgumentError(f"{name} must be a finite number; got {value!r}.")
+    bounds = []
+    if minimum is not None:
+        bounds.append((">" if exclusive_minimum else ">=", minimum))
+    if maximum is not None:
+        bounds.append(("<" if exclusive_maximum else "<=", maximum))
+    for sign, bound in bounds:
+        ok = {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}
+        if not ok[sign]:
+            wanted = " and ".join(f"{s} {b:g}" for s, b in bounds)
+            raise InvalidArgumentError(f"{name} must be {wanted}; got {value!r}.")
+    return value

@@ -49,10 +49,12 @@ def main() -> None:
     _quiet_lightning()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
-        app()
-    except KeyboardInterrupt:
+        status = app(standalone_mode=False, prog_name="ecomodal")
+    except (typer.Abort, KeyboardInterrupt):
         typer.secho("interrupted", err=True, fg="red")
         sys.exit(130)
+    except typer.TyperException as err:  # the command line itself: a bad flag, value or command
+        _usage_error(err)
     except USER_ERRORS as err:
         if debug:
             raise
@@ -68,6 +70,19 @@ def main() -> None:
             fg="red",
         )
         sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _usage_error(err: Exception) -> None:
+    """One line naming the command for a usage error (a bare command group has printed its
+    help already)."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "ecomodal"
+    if type(err).__name__ == "NoArgsIsHelpError":
+        sys.exit(2)
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    typer.secho(f"error: {command}: {message} (see '{command} --help')", err=True, fg="red")
+    sys.exit(getattr(err, "exit_code", 2) or 2)
 
 
 def _describe(err: BaseException) -> str:
