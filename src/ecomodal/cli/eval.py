@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand
 
 from ecomodal.errors import OptionFormatError
-from ecomodal.options import parse_key_values, parse_list, parse_numbers
+from ecomodal.options import check_range, parse_key_values, parse_list, parse_numbers
 
 
 class EvalCommand(TyperCommand):
@@ -112,6 +112,13 @@ def eval_command(
     tables = parse_key_values(data, option="--data", key="NAME", value="PATH",
                               allow_bare=_named_table)  # fmt: skip
     feature_sets = parse_feature_sets(features) if features else None
+    shot_values = parse_numbers(shots, int, option="--shots")
+    for value in shot_values or [None]:
+        check_range(value, "--shots", minimum=1, integer=True)
+    check_range(repeats, "--repeats", minimum=1, integer=True)
+    if max_queries is not None:
+        check_range(max_queries, "--max-queries", minimum=1, integer=True)
+    check_range(seed, "--seed", minimum=0, integer=True)
     metrics = evaluate(
         next(iter(tables.values())),
         model,
@@ -124,7 +131,7 @@ def eval_command(
         few_shot_features=feature_sets[0] if feature_sets else ("image",),
         zero_shot_visible=[parse_list(v) for v in visible.split(";")] if visible else None,
         retrieval_pairs=parse_list(pairs) or None,
-        shots=parse_numbers(shots, int, option="--shots"),
+        shots=shot_values,
         repeats=repeats,
         max_queries=max_queries,
         compare_tables=tables if task == "compare" else None,

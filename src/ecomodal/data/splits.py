@@ -41,6 +41,7 @@ __all__ = [
     "SPLITS",
     "SPLIT_NAMES",
     "block_ids",
+    "check_split",
     "make_split",
     "published_split",
     "random_block_split",
@@ -174,6 +175,15 @@ def published_split(labels: Any) -> np.ndarray:
     return labels
 
 
+def check_split(split: Any) -> None:
+    """A split name must be one of :data:`SPLITS` (an array of labels is checked by
+    :func:`make_split` against the table's length)."""
+    if isinstance(split, str) and split not in SPLITS:
+        raise InvalidArgumentError(
+            f"Unknown split {split!r}; expected one of: {', '.join(SPLITS)}."
+        )
+
+
 def make_split(
     batch: EmbeddingBatch,
     split: str | np.ndarray = "published",
@@ -186,6 +196,7 @@ def make_split(
     """``train``/``val``/``test`` per row of ``batch``: the table's ``split`` column
     (``"published"``), whole spatial cells (``"spatial-block"``, from the ``lat``/``lon``
     columns), a seeded random split (``"random"``), or a given array of labels."""
+    check_split(split)
     if not isinstance(split, str):
         labels = np.asarray(split, dtype=object)
         if labels.shape != (len(batch),):
@@ -205,10 +216,8 @@ def make_split(
             test_fraction=test_fraction,
             seed=seed,
         )
-    if split == "random":
-        fractions = {"test": test_fraction, "val": val_fraction}
-        return random_split(len(batch), fractions=fractions, seed=seed)
-    raise InvalidArgumentError(f"Unknown split {split!r}; expected one of: {', '.join(SPLITS)}.")
+    fractions = {"test": test_fraction, "val": val_fraction}  # "random"
+    return random_split(len(batch), fractions=fractions, seed=seed)
 
 
 # ---------------------------------------------------------------------------- indices

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import SPLITS, make_split, spatial_block_split
-from ecomodal.errors import InvalidArgumentError
+from ecomodal.data.splits import SPLITS, check_split, make_split, spatial_block_split
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.io.batch import EmbeddingBatch
+from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
 from ecomodal.vectors import normalise
 
 __all__ = [
     "SPLITS",
+    "check_counts",
+    "check_split",
+    "eval_table",
     "fingerprint",
     "make_split",
     "model_inputs",
@@ -22,6 +28,39 @@ __all__ = [
     "resolve_model",
     "spatial_block_split",
 ]
+
+
+def eval_table(data: TableLike, task: str) -> EmbeddingBatch:
+    """The rows of ``data`` (see :func:`~ecomodal.io.reader.as_batch`) for ``task``; a table
+    without rows is an error (no task can score nothing)."""
+    batch = as_batch(data)
+    if len(batch) == 0:
+        where = f" {data}" if isinstance(data, str | os.PathLike) else ""
+        raise InvalidEmbeddingsError(
+            f"{task}: the table{where} has no rows; expected at least one row to evaluate."
+        )
+    return batch
+
+
+def check_counts(values: Any, name: str, *, minimum: int = 1) -> list[int]:
+    """``values`` (a sequence of whole numbers, e.g. ``shots`` or ``ks``) as ints, each checked
+    to be ``>= minimum``; an empty sequence is an error too."""
+    values = list(values)
+    if not values:
+        raise InvalidArgumentError(f"{name} must give at least one value; got none.")
+    return [int(check_range(v, name, minimum=minimum, integer=True)) for v in values]
+
+
+def check_optional_count(value: Any, name: str, *, minimum: int = 1) -> int | None:
+    """``None``, or a whole number ``>= minimum``."""
+    return None if value is None else int(check_range(value, name, minimum=minimum, integer=True))
+
+
+def check_no_rows(rows: np.ndarray | int, task: str, what: str) -> None:
+    """An error naming ``task`` and ``what`` the rows needed when ``rows`` (a mask, or a count)
+    selects none."""
+    if not np.any(rows):
+        raise InvalidEmbeddingsError(f"{task}: no {what}; expected at least one such row.")
 
 
 def resolve_model(model: Any) -> ProM3E | None:

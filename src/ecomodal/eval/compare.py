@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
-from ecomodal.eval.common import normalise
+from ecomodal.eval.common import eval_table, normalise
 from ecomodal.eval.probe import label_values
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.eval.zero_shot import class_prototypes
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
 from ecomodal.options import parse_key_values, parse_list
 from ecomodal.report import Section, bar_chart
 from ecomodal.scoring import top_k_hits
@@ -52,7 +52,7 @@ def compare_models(
     """
     if not tables:
         raise InvalidArgumentError("compare_models needs at least one table (name -> table).")
-    batches = {name: as_batch(t) for name, t in tables.items()}
+    batches = {name: eval_table(t, f"compare ({name})") for name, t in tables.items()}
     common: set[str] | None = None
     for batch in batches.values():
         _, known = label_values(batch, label)

@@ -10,12 +10,12 @@ import numpy as np
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.common import resolve_model
+from ecomodal.eval.common import check_counts, eval_table, resolve_model
 from ecomodal.eval.probe import feature_sets, label_values, parse_feature_sets
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.eval.zero_shot import class_prototypes
-from ecomodal.io.reader import TableLike, as_batch
-from ecomodal.options import parse_numbers
+from ecomodal.io.reader import TableLike
+from ecomodal.options import check_range, parse_numbers
 from ecomodal.report import Section
 from ecomodal.seeding import mix_seed
 
@@ -75,9 +75,16 @@ def few_shot(
     probe. ``features`` as in :func:`~ecomodal.eval.probe.feature_sets` (several modalities: their
     TaxaBind fusion). Draw r of k uses seed ``mix_seed(seed, k, r)``.
     """
-    batch = as_batch(data)
-    prom3e = resolve_model(model)
+    shots = check_counts(shots, "shots")
+    check_range(repeats, "repeats", minimum=1, integer=True)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InvalidArgumentError(
+            f"methods must be some of {', '.join(METHODS)}; got {list(methods)!r}."
+        )
+    batch = eval_table(data, "few-shot")
     labels, known = label_values(batch, label)
+    prom3e = resolve_model(model)
     sides = make_split(batch, split, seed=seed)
     sets = feature_sets(
         batch, features, model=prom3e, visible=visible, combine=("fusion",), seed=seed

@@ -11,9 +11,16 @@ import numpy as np
 
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
-from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.eval.common import (
+    check_no_rows,
+    check_optional_count,
+    eval_table,
+    model_inputs,
+    normalise,
+    resolve_model,
+)
 from ecomodal.eval.registry import EvalContext, register_task
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
 from ecomodal.report import Section, bar_chart
 
@@ -62,10 +69,12 @@ def modality_gap(
     table's embeddings) and, with a ProM3E ``model``, ``after`` (each row completed from every
     modality it has: the decoded slots). Uses the test rows of ``split`` (``None``: all rows), at
     most ``max_rows`` per modality (a seeded sample)."""
-    batch = as_batch(data)
+    check_optional_count(max_rows, "max_rows")
+    batch = eval_table(data, "gap")
     prom3e = resolve_model(model)
     if split is not None:
         batch = batch.select(make_split(batch, split, seed=seed) == "test")
+        check_no_rows(len(batch), "gap", f"test rows (split {split!r})")
     names = parse_modalities(modalities, batch.modalities)
     rng = np.random.default_rng(seed)
 

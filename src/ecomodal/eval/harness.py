@@ -13,10 +13,18 @@ from typing import Any
 
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.common import fingerprint, resolve_model
+from ecomodal.eval.common import (
+    check_counts,
+    check_optional_count,
+    check_split,
+    eval_table,
+    fingerprint,
+    resolve_model,
+)
 from ecomodal.eval.compare import compare_section  # noqa: F401 (its old home)
 from ecomodal.eval.registry import EvalContext, choose_tasks, get_task, task_names
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
+from ecomodal.options import check_range
 from ecomodal.report import Section, write_report
 
 __all__ = [  # noqa: F822 (TASKS and SINGLE_TABLE_TASKS come from __getattr__)
@@ -87,6 +95,26 @@ def _merge(
     return merged
 
 
+def _check_arguments(
+    labels: Sequence[str] | str,
+    split: Any,
+    shots: Sequence[int],
+    repeats: int,
+    max_queries: int | None,
+    seed: int,
+) -> list[str]:
+    """The arguments every task shares, checked before any work; returns the label list."""
+    labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+    if not labels:
+        raise InvalidArgumentError("labels must name at least one label column; got none.")
+    check_split(split)
+    check_counts(shots, "shots")
+    check_range(repeats, "repeats", minimum=1, integer=True)
+    check_optional_count(max_queries, "max_queries")
+    check_range(seed, "seed", minimum=0, integer=True)
+    return labels
+
+
 @renamed_arguments(table="data")
 def evaluate(
     data: TableLike,
@@ -121,6 +149,7 @@ def evaluate(
     named keywords above.
     """
     chosen = [t.name for t in choose_tasks(tasks)]
+    labels = _check_arguments(labels, split, shots, repeats, max_queries, seed)
     per_task = _merge(
         options,
         {
@@ -131,7 +160,9 @@ def evaluate(
             "compare": {"tables": compare_tables, "group": compare_group},
         },
     )
-    batch = as_batch(data)
+    batch = eval_table(data, "evaluate")
+    for label in labels:
+        batch.column(label)  # a missing label column is an error before any task runs
     prom3e = resolve_model(model)
     context = EvalContext(batch, prom3e, labels=tuple(labels), split=split, seed=seed)
     metrics = run_tasks(context, chosen, {t: per_task[t] for t in chosen if t in per_task})

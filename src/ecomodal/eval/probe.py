@@ -10,10 +10,17 @@ import numpy as np
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.common import model_inputs, normalise, require_model, resolve_model
+from ecomodal.eval.common import (
+    check_optional_count,
+    eval_table,
+    model_inputs,
+    normalise,
+    require_model,
+    resolve_model,
+)
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.batch import EmbeddingBatch
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
 from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import parse_list
 from ecomodal.report import Section, bar_chart
@@ -195,9 +202,11 @@ def linear_probe(
     so nearby points do not leak) or ``"random"``. Returns ``{"results": {feature name: scores},
     "accuracy": ...}``, the top-level accuracy being that of the first feature set.
     """
-    batch = as_batch(data)
-    prom3e = resolve_model(model)
+    check_optional_count(max_train_rows, "max_train_rows", minimum=2)
+    make_classifier(classifier)  # an unknown classifier is an error before any work
+    batch = eval_table(data, "probe")
     labels, known = label_values(batch, label)
+    prom3e = resolve_model(model)
     sides = make_split(batch, split, seed=seed, block_deg=block_deg)
     sets = feature_sets(batch, features, model=prom3e, visible=visible, combine=combine, seed=seed)
     results = fit_probes(

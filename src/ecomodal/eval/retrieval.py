@@ -11,10 +11,17 @@ import numpy as np
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.eval.common import (
+    check_counts,
+    check_optional_count,
+    eval_table,
+    model_inputs,
+    normalise,
+    resolve_model,
+)
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
-from ecomodal.io.reader import TableLike, as_batch
-from ecomodal.options import parse_list
+from ecomodal.io.reader import TableLike
+from ecomodal.options import check_range, parse_list
 from ecomodal.report import Section, heatmap
 
 DEFAULT_DELTAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -125,12 +132,18 @@ def retrieval(
     its species first. The table is loaded in memory; for galleries beyond memory call
     :func:`ranks_of_truth` on a memory-mapped array.
     """
-    batch = as_batch(data)
-    prom3e = resolve_model(model)
-    labels = make_split(batch, split, seed=seed)
+    max_queries = check_optional_count(max_queries, "max_queries")
+    ks = check_counts(ks, "ks")
+    for delta in deltas:
+        check_range(delta, "deltas", minimum=0, maximum=1)
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    batch = eval_table(data, "retrieval")
     names = [m for m in batch.modalities if batch.present[m].any()]
     if pairs is None:
         pairs = list(itertools.permutations(names, 2))
+    pairs = [parse_pair(pair) for pair in pairs]
+    prom3e = resolve_model(model)
+    labels = make_split(batch, split, seed=seed)
     results: dict[str, Any] = {}
     rng = np.random.default_rng(seed)
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -151,8 +164,7 @@ def retrieval(
             cache[source] = (done_rows, done)
         return done[np.searchsorted(done_rows, idx)]
 
-    for pair in pairs:
-        source, target = parse_pair(pair)
+    for source, target in pairs:
         rows = batch.has_all([source, target])
         test = np.flatnonzero(rows & (labels == "test"))
         val = np.flatnonzero(rows & (labels == "val"))

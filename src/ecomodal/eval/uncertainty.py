@@ -10,10 +10,17 @@ import numpy as np
 
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
-from ecomodal.eval.common import model_inputs, require_model, resolve_model
+from ecomodal.eval.common import (
+    check_no_rows,
+    check_optional_count,
+    eval_table,
+    model_inputs,
+    require_model,
+    resolve_model,
+)
 from ecomodal.eval.completion import visible_subsets
 from ecomodal.eval.registry import EvalContext, register_task
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
 from ecomodal.report import Section, bar_chart, distributions
 
@@ -58,10 +65,14 @@ def uncertainty(
     (that drop averaged over sets), ``sigma_error_spearman`` (pooled over every row and set) and
     ``samples`` (up to ``max_samples`` sigma values per set, for plots).
     """
+    check_optional_count(max_sets_per_count, "max_sets_per_count")
+    check_optional_count(max_samples, "max_samples")
+    check_optional_count(n_samples, "n_samples", minimum=0)
+    batch = eval_table(data, "uncertainty")
     prom3e = require_model(resolve_model(model), "uncertainty")
-    batch = as_batch(data)
     if split is not None:
         batch = batch.select(make_split(batch, split, seed=seed) == "test")
+        check_no_rows(len(batch), "uncertainty", f"test rows (split {split!r})")
     names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
     emb, present = model_inputs(batch, prom3e)
     order = list(prom3e.modalities)

@@ -10,13 +10,20 @@ import numpy as np
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidEmbeddingsError
-from ecomodal.eval.common import model_inputs, normalise, resolve_model
+from ecomodal.eval.common import (
+    check_counts,
+    check_no_rows,
+    eval_table,
+    model_inputs,
+    normalise,
+    resolve_model,
+)
 from ecomodal.eval.probe import label_values
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.batch import EmbeddingBatch
-from ecomodal.io.reader import TableLike, as_batch
+from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
-from ecomodal.options import parse_list
+from ecomodal.options import check_range, parse_list
 from ecomodal.report import Section, bar_chart
 from ecomodal.scoring import top_k_hits
 
@@ -102,9 +109,11 @@ def zero_shot(
     (default: ``label`` and the coarser rank columns present, e.g. genus, family) scores a rank by
     its best-scoring candidate. Rows: the test rows of ``split`` (``None``: every row).
     """
-    batch = as_batch(data)
-    prom3e = resolve_model(model)
+    ks = check_counts(ks, "ks")
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    batch = eval_table(data, "zero-shot")
     vis = parse_modalities(visible, batch.modalities)
+    prom3e = resolve_model(model)
     names, protos = _candidates(batch, label, candidates, text)
     labels, known = label_values(batch, label)
     rows = known & batch.has_all(vis)
@@ -113,6 +122,13 @@ def zero_shot(
     is_candidate = np.isin(labels, names)
     excluded = int((rows & ~is_candidate).sum())
     rows &= is_candidate
+    kind = "rows" if split is None else f"test rows (split {_split_name(split)})"
+    check_no_rows(
+        rows,
+        "zero-shot",
+        f"{kind} with a {label!r} value among the candidates and "
+        f"{' and '.join(map(repr, vis))} embeddings",
+    )
     sub = batch.select(np.flatnonzero(rows))
     scores = {"direct": sub.fuse(vis) @ protos.T}
     if prom3e is not None:
@@ -148,6 +164,10 @@ def zero_shot(
         "rows_with_label_not_a_candidate": excluded,
         "methods": results,
     }
+
+
+def _split_name(split: str | np.ndarray) -> str:
+    return repr(split) if isinstance(split, str) else "given as an array"
 
 
 def _section(results: Mapping[str, Any]) -> Section:
