@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ecomodal.options import parse_numbers
+from ecomodal.options import check_range, parse_numbers
 
 app = typer.Typer(help="Maps over a lat/lon grid as GeoTIFF (+ PNG preview).", no_args_is_help=True)
 
@@ -76,16 +76,37 @@ class MapSetup:
     show_progress: bool
     _encoders: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
-    def make_grid(self):
-        from ecomodal.maps import make_grid
+    def check(self, out: Path, seed: int) -> None:
+        """The shared options and the outputs, checked before any work: a bad value costs
+        nothing and leaves nothing behind."""
+        from ecomodal.maps.output import check_output_path
 
-        text = self.grid.strip().lower()
-        bbox = None if text == "global" else parse_numbers(self.grid, float, option="--grid")
-        if bbox is not None and len(bbox) != 4:
+        self.bbox()
+        check_range(self.resolution, "--resolution", minimum=0, exclusive_minimum=True,
+                    maximum=180)  # fmt: skip
+        check_range(seed, "--seed", minimum=0, integer=True)
+        check_output_path(out, "--out")
+        check_output_path(self.preview, "--preview")
+        if self.preview is not None and self.preview.resolve() == out.resolve():
+            raise typer.BadParameter(
+                f"--preview {self.preview} is the --out GeoTIFF; give the PNG another path."
+            )
+
+    def bbox(self) -> list[float] | None:
+        """``--grid`` as WEST, SOUTH, EAST, NORTH (``None``: the globe)."""
+        if self.grid.strip().lower() == "global":
+            return None
+        bbox = parse_numbers(self.grid, float, option="--grid")
+        if len(bbox) != 4:
             raise typer.BadParameter(
                 f"--grid expects 'global' or WEST,SOUTH,EAST,NORTH; got {self.grid!r}."
             )
-        return make_grid(bbox, resolution=self.resolution, land_only=not self.all_cells)
+        return bbox
+
+    def make_grid(self):
+        from ecomodal.maps import make_grid
+
+        return make_grid(self.bbox(), resolution=self.resolution, land_only=not self.all_cells)
 
     def encoders(self) -> dict[str, Any]:
         """Encoder specs per modality; env gets the covariate raster when one is named (loaded
@@ -141,6 +162,7 @@ def with_map_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         setup = MapSetup(**{name: kwargs.pop(name) for name in shared})
+        setup.check(kwargs["out"], kwargs.get("seed", 0))
         return command(setup=setup, **kwargs)
 
     wrapper.__signature__ = own.replace(parameters=params)
@@ -208,6 +230,7 @@ def sdm_command(
     (--background, else --n-background grid cells drawn with --seed)."""
     from ecomodal.maps import EmbeddingSDM, sdm_map
 
+    check_range(n_background, "--n-background", minimum=1, integer=True)
     setup.draw(
         sdm_map,
         out,
@@ -250,6 +273,7 @@ def diversity_command(
     """Regress log(species density + 1) on ProM3E's sigma per cell; prints R^2 and Pearson r."""
     from ecomodal.maps import diversity_map
 
+    check_range(folds, "--folds", minimum=2, integer=True)
     result, fit = diversity_map(
         model,
         setup.make_grid(),

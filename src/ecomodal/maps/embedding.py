@@ -29,6 +29,7 @@ from ecomodal.maps.output import GridMap
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
 
 METHODS = ("pca", "ica")
 HIDDEN = "prom3e-hidden"
@@ -119,6 +120,12 @@ def embedding_map(
     ``prom3e-hidden`` (one map per register token of ``model``'s encoder, run on the cells'
     ``visible`` modalities). The decomposition is fit on ``sample`` cells drawn with ``seed``.
     """
+    if method not in METHODS:
+        raise MapError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    check_range(sample, "sample", minimum=4, integer=True)
+    check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
+    if modality != HIDDEN:
+        parse_modalities([modality])
     if modality == HIDDEN:
         if model is None:
             raise MapError("modality='prom3e-hidden' needs model= (a ProM3E checkpoint).")

@@ -24,9 +24,11 @@ from ecomodal.maps.cache import (
 )
 from ecomodal.maps.embedding import sample_cells
 from ecomodal.maps.grid import Grid, make_grid
-from ecomodal.maps.output import GridMap, write_map
+from ecomodal.maps.output import GridMap, check_output_path, write_map
 from ecomodal.maps.sdm import EmbeddingSDM
 from ecomodal.maps.species import Points, points_lat_lon, points_source
+from ecomodal.modalities import parse_modalities
+from ecomodal.options import check_range
 
 #: Background cells drawn from the grid when no background points are given.
 DEFAULT_N_BACKGROUND = 10_000
@@ -68,6 +70,18 @@ def sdm_map(
     map has one band, ``suitability``; cells whose embedding is not finite are NaN.
     """
     grid = _as_grid(grid, resolution)
+    parse_modalities([modality])
+    if background is None:
+        check_range(n_background, "n_background", minimum=1, integer=True)
+    check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
+    lat, lon = points_lat_lon(points)  # bad points are an error before the grid is embedded
+    if background is not None:
+        back_lat, back_lon = points_lat_lon(background)
+    for path, name in ((out, "out"), (preview, "preview")):
+        check_output_path(path, name)
+    model = clone(sdm) if sdm is not None else EmbeddingSDM(seed=seed)
+    if isinstance(model, EmbeddingSDM):
+        model._make_classifier()  # an unknown classifier is an error before any work
     all_encoders = dict(encoders or {})
     if encoder is not None:
         all_encoders[modality] = encoder
@@ -83,18 +97,12 @@ def sdm_map(
     point_encoder = resolve_encoder(
         modality, encoder if encoder is not None else cells.encoder, device=device
     )
-    lat, lon = points_lat_lon(points)
     presence = point_encoder.encode(lat=lat, lon=lon)
     if background is None:
-        if int(n_background) != n_background or n_background < 1:
-            raise InvalidArgumentError(
-                f"n_background must be a positive integer; got {n_background}."
-            )
         rows = sample_cells(grid.num_cells, int(n_background), seed)
         back = cells.take(rows)
         rule = f"{len(rows)} grid cells drawn at random without replacement (seed {seed})"
     else:
-        back_lat, back_lon = points_lat_lon(background)
         back = point_encoder.encode(lat=back_lat, lon=back_lon)
         rule = f"{len(back_lat)} background points" + points_source(background)
     if presence.shape[1] != cells.dim:
@@ -103,7 +111,6 @@ def sdm_map(
             f"{presence.shape[1]} but the grid embeddings have dimension {cells.dim}."
         )
     back = back[np.isfinite(back).all(axis=1)]
-    model = clone(sdm) if sdm is not None else EmbeddingSDM(seed=seed)
     model.fit(presence, back)
     scores = np.full(grid.num_cells, np.nan, dtype=np.float32)
     for start, stop, chunk in iter_cell_chunks({modality: cells}, chunk_rows=chunk_rows):

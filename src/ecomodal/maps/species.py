@@ -18,7 +18,7 @@ import numpy as np
 
 from ecomodal.encoders.base import Encoder
 from ecomodal.encoders.location import check_coordinates
-from ecomodal.errors import MapError, TableFormatError
+from ecomodal.errors import InputTypeError, MapError, TableFormatError
 from ecomodal.maps.cache import (
     DEFAULT_CHUNK_ROWS,
     GridEmbeddings,
@@ -32,6 +32,7 @@ from ecomodal.maps.output import GridMap
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
 
 
 @dataclass
@@ -58,14 +59,50 @@ def read_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, A
             f"(columns: {', '.join(table.column_names)})."
         )
     if table.num_rows == 0:
-        raise TableFormatError(f"{path} has no occurrences.")
-    lat = table.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
-    lon = table.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+        raise TableFormatError(f"{path} has no occurrences (a header but no rows).")
+    lat, lon = (_coordinates(table.column(name), name, path) for name in ("lat", "lon"))
+    _check_points(lat, lon, path)
+    return lat, lon, table
+
+
+def _coordinates(column: Any, name: str, path: Any) -> np.ndarray:
+    """A lat or lon column as float64; text, booleans and empty cells are errors naming the row."""
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        values = column.to_pylist()
+        row = next(
+            (i for i, v in enumerate(values) if not _is_number(v)), 0
+        )  # the first cell that is not a number
+        raise TableFormatError(
+            f"{path}: row {row}, column {name!r}: expected a number of degrees; got "
+            f"{values[row]!r} (the column holds {column.type})."
+        )
+    values = column.to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
+def _check_points(lat: np.ndarray, lon: np.ndarray, source: Any) -> None:
+    """Coordinates in degrees, one pair per point: an error names the first bad row."""
+    if lat.shape != lon.shape or lat.ndim != 1:
+        raise TableFormatError(
+            f"{source}: lat and lon must be two 1-D sequences of the same length; got shapes "
+            f"{lat.shape} and {lon.shape}."
+        )
+    if lat.size == 0:
+        raise TableFormatError(f"{source}: no points; expected at least one (lat, lon).")
     _, _, errors = check_coordinates(lat, lon)
     if errors:
         row, column, reason = errors[0]
-        raise TableFormatError(f"{path}: row {row}, column {column!r}: {reason}.")
-    return lat, lon, table
+        raise TableFormatError(f"{source}: row {row}, column {column!r}: {reason}.")
 
 
 Points = str | os.PathLike[str] | tuple[Sequence[float], Sequence[float]]
@@ -77,7 +114,14 @@ def points_lat_lon(points: Points) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(points, str | os.PathLike):
         lat, lon, _ = read_points(points)
         return lat, lon
-    lat, lon = (np.asarray(v, dtype=np.float64) for v in points)
+    try:
+        lat, lon = (np.asarray(v, dtype=np.float64) for v in points)
+    except (TypeError, ValueError):
+        raise InputTypeError(
+            "points must be an occurrence file or (lat, lon) sequences of numbers; got "
+            f"{type(points).__name__}."
+        ) from None
+    _check_points(lat, lon, "points")
     return lat, lon
 
 
@@ -167,7 +211,17 @@ def species_map(
     be scored are NaN. The map has one band, ``suitability``.
     """
     _check_one_query(query, image, points)
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
+    parse_modalities([modality])
     visible_names = [modality] if visible is None else parse_modalities(visible)
+    for where in (points, background):
+        if where is not None:
+            points_lat_lon(where)  # bad points are an error before the grid is embedded
+    if image is not None and not Path(image).is_file():
+        raise FileNotFoundError(f"Query image {image} does not exist.")
+    if via_completion and model is None:
+        raise MapError("via_completion=True needs model= (a ProM3E checkpoint).")
     all_encoders = dict(encoders or {})
     if encoder is not None:
         all_encoders[modality] = encoder

@@ -16,9 +16,11 @@ from ecomodal.maps.cache import DEFAULT_CHUNK_ROWS, GridEmbeddings, grid_embeddi
 from ecomodal.maps.completion import iter_completions
 from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
+from ecomodal.maps.species import points_lat_lon, read_points
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
 
 #: The visible set of the published biodiversity map.
 DEFAULT_VISIBLE = ("sat", "loc", "env")
@@ -54,6 +56,8 @@ def uncertainty_map(
     Returns a one-band map ``sigma_l1``; with ``keep_sigma=True`` a :class:`SigmaMap` that also
     holds each cell's sigma vector (for :func:`diversity_regression`).
     """
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
     prom3e = load_model(model, device=device)
     names = parse_modalities(visible, prom3e.modalities)
     cells = grid_embeddings(
@@ -141,6 +145,7 @@ def diversity_regression(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    check_range(folds, "folds", minimum=2, integer=True)
     features = np.asarray(sigma, dtype=np.float64)
     features = features[:, None] if features.ndim == 1 else features
     density = np.asarray(density, dtype=np.float64)
@@ -186,9 +191,8 @@ def diversity_map(
     ``occurrences`` (a CSV/Parquet with lat, lon and optionally species columns, or (lat, lon,
     species) arrays). Bands: ``sigma_l1``, ``species_density``, ``predicted_log_density``; the
     metadata holds R^2 and Pearson r. ``kwargs`` go to :func:`uncertainty_map`."""
+    check_range(folds, "folds", minimum=2, integer=True)
     if isinstance(occurrences, str | os.PathLike):
-        from ecomodal.maps.species import read_points
-
         lat, lon, table = read_points(occurrences)
         species = None
         for name in ("species", "scientific_name", "text"):
@@ -197,6 +201,7 @@ def diversity_map(
                 break
     else:
         lat, lon, species = occurrences
+        lat, lon = points_lat_lon((lat, lon))
     sigma = uncertainty_map(model, grid, visible=visible, seed=seed, keep_sigma=True, **kwargs)
     density = species_density(grid, lat, lon, species)
     fit = diversity_regression(
