@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ecomodal.options import parse_key_values
+from ecomodal.options import check_range, parse_key_values
 
 app = typer.Typer(help="Build and import data sets.", no_args_is_help=True)
 
@@ -24,6 +24,10 @@ def synthetic_command(
     from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
     from ecomodal.io.writer import write_embeddings
 
+    check_range(n, "--n", minimum=1, integer=True)
+    check_range(seed, "--seed", minimum=0, integer=True)
+    check_range(n_species, "--n-species", minimum=1, integer=True)
+    check_range(missing_rate, "--missing-rate", minimum=0, maximum=1)
     config = SyntheticConfig(n_species=n_species, missing_rate=missing_rate)
     path = write_embeddings(out, to_batch(make_synthetic(n, config=config, seed=seed)))
     typer.echo(f"wrote {n} synthetic observations to {path}")
@@ -62,6 +66,8 @@ def ecobench_lite_command(
     """Build EcoBench-lite offline: real places with loc, env and sat embeddings and real labels."""
     from ecomodal.data.ecobench import build_ecobench_lite
 
+    check_range(n, "--n", minimum=1, integer=True)
+    check_range(seed, "--seed", minimum=0, integer=True)
     built = build_ecobench_lite(
         out, n=n, seed=seed, covariates=covariates, overwrite=overwrite, show_progress=progress
     )

@@ -60,12 +60,14 @@ def patch_command(
 ) -> None:
     """Interpolate the binding model between original and fine-tuned weights, keep the alpha with
     the best zero-shot accuracy on VAL, and write the curve (alpha, accuracy) as CSV and PNG."""
+    from ecomodal.options import check_range
     from ecomodal.training.patching import parse_alphas, patch_model
 
     try:
         alpha_values = parse_alphas(alphas)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--alphas") from None
+    check_range(batch_size, "--batch-size", minimum=1, integer=True)
     result = patch_model(
         original,
         finetuned,

@@ -95,6 +95,8 @@ def _slurm_command(
         setup: Setup = None,
         output: Output = None,
     ) -> None:
+        if output is not None and output.is_dir():
+            raise typer.BadParameter(f"--output {output} is a folder; expected a script file path.")
         make_script = prepare(args)
         resources = _resources(
             nodes=nodes,

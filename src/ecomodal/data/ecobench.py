@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ecomodal.data import splits
-from ecomodal.errors import InvalidInputError
+from ecomodal.errors import InvalidArgumentError, InvalidInputError
+from ecomodal.options import check_range
 
 TABLE_NAME = "ecobench-lite.parquet"
 PROVENANCE_NAME = "provenance.json"
@@ -163,7 +164,16 @@ def build_ecobench_lite(
     from ecomodal.io.writer import write_embeddings
     from ecomodal.progress import progress_bar
 
+    check_range(n, "n", minimum=1, integer=True)
+    check_range(seed, "seed", minimum=0, integer=True)
+    check_range(batch_size, "batch_size", minimum=1, integer=True)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"out {out} is a file; EcoBench-lite is built into a folder (table + provenance)."
+        )
+    if covariates is not None and not Path(covariates).is_file():
+        raise FileNotFoundError(f"Covariate raster {covariates} does not exist.")
     table_path, provenance_path = out / TABLE_NAME, out / PROVENANCE_NAME
     request = {"n": int(n), "seed": int(seed), "builder_version": BUILDER_VERSION}
     if not overwrite and table_path.is_file() and provenance_path.is_file():
@@ -177,6 +187,7 @@ def build_ecobench_lite(
     chosen = np.sort(np.random.default_rng([seed, 0]).choice(len(places), size=n, replace=False))
     lat, lon = places[chosen, 0], places[chosen, 1]
     ids = np.array([f"geoclip-{index:06d}" for index in chosen], dtype=object)
+    stack = CovariateStack.open(covariates)  # an unreadable raster is an error before any work
 
     with progress_bar("labels", 3, enabled=show_progress) as advance:
         koppen = koppen_zone(lat, lon)
@@ -189,7 +200,6 @@ def build_ecobench_lite(
     loc = load_encoder("loc", "geoclip").encode(
         lat=lat, lon=lon, batch_size=4096, show_progress=show_progress
     )
-    stack = CovariateStack.open(covariates)
     env_covariates = stack.sample(lat, lon).astype(np.float32)
     sat_backbone = load_encoder("sat", "bluemarble", projection="identity")
     sat_features = sat_backbone.encode(

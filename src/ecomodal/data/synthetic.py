@@ -25,6 +25,7 @@ import numpy as np
 
 from ecomodal.errors import InvalidArgumentError
 from ecomodal.modalities import MODALITIES
+from ecomodal.options import check_range
 from ecomodal.vectors import normalise
 
 #: Noise (norm of the added noise relative to the unit-norm clean embedding) per modality.
@@ -59,6 +60,22 @@ class SyntheticConfig:
     missing_rate: float = 0.0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("n_species", "dim", "latent_dim", "climate_dim", "hidden_dim", "n_regions"):
+            check_range(getattr(self, name), name, minimum=1, integer=True)
+        for name in ("range_km", "individual_variation"):
+            check_range(getattr(self, name), name, minimum=0)
+        for name in ("missing_rate", "val_fraction", "test_fraction"):
+            check_range(getattr(self, name), name, minimum=0, maximum=1)
+        check_range(self.val_fraction + self.test_fraction, "val_fraction + test_fraction",
+                    maximum=1)  # fmt: skip
+        for name, value in (self.noise or {}).items():
+            if name not in MODALITIES:
+                raise InvalidArgumentError(
+                    f"noise names a modality {name!r}; expected some of {', '.join(MODALITIES)}."
+                )
+            check_range(value, f"noise[{name!r}]", minimum=0)
 
 
 @dataclass
@@ -195,8 +212,8 @@ def make_synthetic(
     ``species_id``, ``lat``, ``lon``, ``biome``, ``split``). The same seed gives identical output.
     """
     c = config or SyntheticConfig()
-    if n_observations < 1:
-        raise InvalidArgumentError(f"n_observations must be >= 1; got {n_observations}.")
+    check_range(n_observations, "n_observations", minimum=1, integer=True)
+    check_range(seed, "seed", minimum=0, integer=True)
     world = _World(c, seed)
     rng = np.random.default_rng([seed, 1])
     n = n_observations

@@ -44,7 +44,7 @@ from ecomodal.io.checkpoints import (
     find_weights,
     read_weights,
 )
-from ecomodal.options import parse_linspace, parse_numbers
+from ecomodal.options import check_range, parse_linspace, parse_numbers
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ def parse_alphas(text: str | Sequence[float]) -> list[float]:
             ) from err
     if not values or not all(math.isfinite(v) for v in values):
         raise InvalidArgumentError(f"--alphas must give at least one finite value; got {text!r}.")
+    outside = [v for v in values if not 0.0 <= v <= 1.0]
+    if outside:
+        raise InvalidArgumentError(
+            f"--alphas must lie in [0, 1] (0 = original, 1 = fine-tuned weights); got "
+            f"{outside[0]:g} in {text!r}."
+        )
     return values
 
 
@@ -392,6 +398,11 @@ def patch_model(
             "checkpoints; give one name per checkpoint (or none)."
         )
     alpha_values = parse_alphas(alphas)
+    check_range(batch_size, "batch_size", minimum=1, integer=True)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InvalidArgumentError(
+            f"out {out} is a file; the patched model is written to a folder."
+        )
     base = read_patchable_checkpoint(original)
     tuned = [read_patchable_checkpoint(path) for path in finetuned_list]
     for path, checkpoint in zip(finetuned_list, tuned, strict=True):
