@@ -113,3 +113,12 @@ def test_every_eval_api_checks_its_arguments_first(tables, tmp_path, call, expec
     with pytest.raises(EcomodalError, match=expected.replace("(", r"\(")) as info:
         eval(call, {**locals(), "T": full, "np": np})  # noqa: S307 (a fixed table of calls)
     assert isinstance(info.value, InvalidArgumentError | ValueError)
+
+
+def test_label_columns_are_required_only_by_the_tasks_that_read_them(tables):
+    """Retrieval reads no label: a table without the default label column still evaluates."""
+    from ecomodal.eval import evaluate
+
+    full, _, _ = tables
+    metrics = evaluate(full, tasks=["retrieval"], labels=["nosuch"], max_queries=5)
+    assert metrics["retrieval"]["pairs"]["image->text"]["queries"] == 5

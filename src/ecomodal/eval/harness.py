@@ -95,6 +95,10 @@ def _merge(
     return merged
 
 
+#: The built-in tasks that read the label columns (their absence is checked before any work).
+LABELLED_TASKS = ("zero-shot", "few-shot", "probe")
+
+
 def _check_arguments(
     labels: Sequence[str] | str,
     split: Any,
@@ -161,8 +165,9 @@ def evaluate(
         },
     )
     batch = eval_table(data, "evaluate")
-    for label in labels:
-        batch.column(label)  # a missing label column is an error before any task runs
+    if any(name in LABELLED_TASKS for name in chosen):
+        for label in labels:
+            batch.column(label)  # a missing label column is an error before any task runs
     prom3e = resolve_model(model)
     context = EvalContext(batch, prom3e, labels=tuple(labels), split=split, seed=seed)
     metrics = run_tasks(context, chosen, {t: per_task[t] for t in chosen if t in per_task})

@@ -302,6 +302,8 @@ def build_default_covariates(out: str | Path | None = None, *, overwrite: bool =
     GeoTIFF carries band names, z-score statistics (over all cells) and provenance in its tags.
     """
     path = Path(out) if out is not None else default_covariates_path()
+    if path.is_dir():
+        raise InvalidArgumentError(f"out {path} is a folder; expected the path of a GeoTIFF file.")
     if path.is_file() and not overwrite:
         return path
     t2m, tp, lat, lon = era5_climatology()
