@@ -15,6 +15,7 @@ tokens feed the decoders, so there the other tokens need no query, attention out
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
+from ecomodal.errors import CheckpointError, InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_finite,
     load_state_dict_strict,
     read_config,
     read_weights,
     save_checkpoint,
 )
+from ecomodal.io.validate import check_normalisable
 from ecomodal.modalities import MODALITIES, parse_modalities
 from ecomodal.models.layers import (
     EncoderBlock,
@@ -43,7 +46,20 @@ from ecomodal.models.layers import (
     dropout,
 )
 from ecomodal.models.outputs import Completion, EncoderOutput  # noqa: F401  (re-exported)
-from ecomodal.precision import precision_context
+from ecomodal.options import check_range
+from ecomodal.precision import check_precision, precision_context
+
+#: Whole-number fields of :class:`ProM3EConfig` and their least value.
+_COUNT_FIELDS = {
+    "input_dim": 1,
+    "embed_dim": 1,
+    "num_modalities": 1,
+    "depth": 1,
+    "heads": 1,
+    "mlp_dim": 1,
+    "num_register_tokens": 0,
+    "num_cls_tokens": 0,
+}
 
 
 @dataclass
@@ -67,6 +83,7 @@ class ProM3EConfig:
     modalities: tuple[str, ...] = MODALITIES
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.modalities = tuple(self.modalities)
         if len(self.modalities) != self.num_modalities:
             if self.num_modalities == len(MODALITIES) or self.modalities != MODALITIES:
@@ -81,15 +98,38 @@ class ProM3EConfig:
             raise CheckpointError(
                 f"ProM3E config: num_cls_tokens must be 2 (mu and logvar); got {self.num_cls_tokens}."
             )
-        for name in ("input_dim", "embed_dim", "depth", "heads", "mlp_dim"):
-            if int(getattr(self, name)) < 1:
-                raise CheckpointError(
-                    f"ProM3E config: {name} must be >= 1; got {getattr(self, name)}."
-                )
         if self.embed_dim % self.heads:
             raise CheckpointError(
                 f"ProM3E config: embed_dim={self.embed_dim} is not divisible by heads={self.heads}."
             )
+
+    def _check_types(self) -> None:
+        """Each field of the kind and range it needs; the message names the key."""
+
+        def fail(name: str, expected: str) -> None:
+            raise CheckpointError(
+                f"ProM3E config: {name!r} must be {expected}; got {getattr(self, name)!r}."
+            )
+
+        for name, least in _COUNT_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                fail(name, f"a whole number >= {least}")
+        for name, top, bounds in (("dropout", 1.0, "in [0, 1)"), ("lambda_kl", np.inf, ">= 0")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                fail(name, f"a number {bounds}")
+            if not 0 <= value < top:
+                fail(name, f"a finite number {bounds}")
+        if not isinstance(self.masked_only, bool):
+            fail("masked_only", "true or false")
+        names = self.modalities
+        if (
+            isinstance(names, (str, bytes))
+            or not isinstance(names, (list, tuple))
+            or not all(isinstance(n, str) and n for n in names)
+        ):
+            fail("modalities", "a list of modality names")
 
     @property
     def num_special_tokens(self) -> int:
@@ -395,10 +435,15 @@ class ProM3E(nn.Module):
             precision: ``"fp32"`` or ``"bf16"`` (bfloat16 matrix products; completed embeddings
                 stay within cosine 0.999 of float32, see ``benchmarks/prom3e_throughput.py``).
         """
+        check_range(n_samples, "n_samples", minimum=0, integer=True)
+        check_range(batch_size, "batch_size", minimum=1, integer=True)
+        check_range(seed, "seed", integer=True)
+        check_precision(precision)
+        device = resolve_device(device) if device is not None else self.device
         as_numpy = not isinstance(embeddings, torch.Tensor)
         emb, pres = self._prepare_inputs(embeddings, present)
         vis = self._visible_mask(pres, visible)
-        device = torch.device(device) if device is not None else self.device
+        self._check_normalisable(emb, vis, getattr(embeddings, "ids", None))
         generator = torch.Generator(device=device).manual_seed(int(seed))
         was_training = self.training
         self.eval()
@@ -484,6 +529,13 @@ class ProM3E(nn.Module):
             )
         return emb, pres
 
+    def _check_normalisable(self, emb: torch.Tensor, visible: torch.Tensor, ids: Any) -> None:
+        """Every visible vector must have a finite L2 norm that normalisation can scale to 1."""
+        values = emb.detach().cpu().numpy()
+        rows = visible.detach().cpu().numpy()
+        for i, name in enumerate(self.modalities):
+            check_normalisable(values[:, i], rows[:, i], source="embeddings", column=name, ids=ids)
+
     def _visible_mask(
         self, present: torch.Tensor, visible: Sequence[str] | str | None
     ) -> torch.Tensor:
@@ -524,7 +576,7 @@ class ProM3E(nn.Module):
         values = read_config(config_path)
         try:
             config = ProM3EConfig.from_dict(values)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # CheckpointError is a ValueError too
             raise CheckpointError(f"{config_path}: {err}") from err
         tensors = read_weights(weights_path, map_location=map_location)
         model = cls(config)
@@ -533,7 +585,9 @@ class ProM3E(nn.Module):
         return model
 
     def load_weights(self, tensors: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-        """Load a published-format state dict strictly, with errors that name the mismatch."""
+        """Load a published-format state dict strictly, with errors that name the mismatch (or
+        the tensor holding NaN or inf values)."""
+        check_finite(tensors, source=source)
         load_state_dict_strict(
             self,
             tensors,
@@ -570,3 +624,30 @@ def _config_summary(config: ProM3EConfig) -> str:
         f"input_dim={config.input_dim}, embed_dim={config.embed_dim}, depth={config.depth}, "
         f"mlp_dim={config.mlp_dim}, modalities={config.num_modalities}"
     )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has; otherwise an
+    :class:`~ecomodal.errors.InvalidArgumentError` saying what was asked and what there is."""
+    expected = "expected cpu, cuda, cuda:N or mps"
+    try:
+        parsed = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"Unknown device {device!r}; {expected}.") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise InvalidArgumentError(
+                f"Device {device!r} asked for, but this machine has no usable CUDA GPU; use cpu."
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise InvalidArgumentError(
+                f"Device {device!r} asked for, but this machine has {count} CUDA GPU(s): "
+                f"cuda:0 to cuda:{count - 1}."
+            )
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidArgumentError(f"Device {device!r} asked for, but MPS is not available.")
+    elif parsed.type != "cpu":
+        raise InvalidArgumentError(f"Unsupported device {device!r}; {expected}.")
+    return parsed
