@@ -336,3 +336,20 @@ def test_modality_named_column_of_wrong_type_is_never_carried(inputs, tmp_path):
     pq.write_table(pa.table({"id": ["a", "b", "c"], "image": values.tolist()}), doubles)
     loaded = read_embeddings(doubles).load()
     np.testing.assert_array_equal(loaded.embeddings["image"], values.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("taken.parquet", ["taken.parquet is an existing folder"]),
+        ("afile/x.parquet", ["afile/x.parquet cannot be written", "afile is a file"]),
+    ],
+)
+def test_data_commands_name_the_output_not_a_temporary_file(tmp_path, run_cli, target, expected):
+    (tmp_path / "taken.parquet").mkdir()
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / target
+    result = run_cli("data", "synthetic", "--n", "20", "--out", out)
+    result.assert_clear_failure(*expected)
+    assert ".tmp" not in result.output
+    assert run_cli.files_under(tmp_path) == ["afile"]
