@@ -163,7 +163,8 @@ def merge_metric_logs(log_root: Path, output: Path) -> Path:
             for name in reader.fieldnames or []:
                 if name not in header:
                     header.append(name)
-            segment = [row for row in reader if None not in row]  # a row cut by a kill: skipped
+            # a row cut short by a kill (missing fields read as None) is skipped
+            segment = [row for row in reader if None not in row and None not in row.values()]
         epochs = [_epoch(row) for row in segment if _epoch(row) is not None]
         if epochs:
             start = min(epochs)
