@@ -156,14 +156,7 @@ class HeadConfig:
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        check_training_numbers(
-            hidden=self.hidden,
-            margin=self.margin,
-            scale=self.scale,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-        )
+        check_training_numbers(**asdict(self))  # every field has its range there
 
 
 @renamed_arguments(progress="show_progress")
