@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from ecomodal.training.callbacks import load_resume_state
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -24,11 +27,19 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
+def metric_rows(run: Path) -> list[tuple[str, str, str]]:
+    """(epoch, step, train/loss) of every row of a run's ``metrics.csv``."""
+    with (run / "metrics.csv").open(newline="") as handle:
+        return [(r["epoch"], r["step"], r.get("train/loss", "")) for r in csv.DictReader(handle)]
+
+
 def assert_killed_run_resumes_exactly(
-    args_for: Callable[[Path], list[str]], tmp_path: Path
+    args_for: Callable[[Path], list[str]], tmp_path: Path, epochs: int
 ) -> None:
-    """Run ``args_for(out)`` straight through; run it again, SIGKILL it once its first checkpoint
-    exists, rerun it; the resumed run ends with the straight run's weights."""
+    """Run ``args_for(out)`` (``epochs`` epochs) straight through; run it again and SIGKILL it as
+    soon as its first epoch has finished (its resume state exists); rerun it: the rerun says it
+    resumes at the next epoch, ends with the straight run's weights, and ``metrics.csv`` holds
+    each epoch's rows once, as the straight run's."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight = subprocess.run(args_for(tmp_path / "straight"), env=env, capture_output=True)
     assert straight.returncode == 0, straight.stderr.decode()[-2000:]
@@ -39,11 +50,18 @@ def assert_killed_run_resumes_exactly(
     ckpt = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    done = int(load_resume_state(ckpt)["epoch"]) + 1
+    assert 1 <= done < epochs
     assert not list(killed.rglob("*.tmp"))  # nothing half-written survives as a checkpoint
     resumed = subprocess.run(args_for(killed), env=env, capture_output=True)
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    log = resumed.stderr.decode()
+    assert resumed.returncode == 0, log[-2000:]
+    assert f"resuming from epoch {done} " in log, log[-2000:]
     assert_same_weights(tmp_path / "straight" / "last", killed / "last")
+    assert_same_weights(tmp_path / "straight" / "best", killed / "best")
+    rows = metric_rows(killed)
+    assert rows == metric_rows(tmp_path / "straight")
+    assert sorted({int(epoch) for epoch, _, _ in rows}) == list(range(epochs))

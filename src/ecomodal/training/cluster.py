@@ -36,7 +36,12 @@ from ecomodal.io.checkpoints import save_checkpoint
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
 from ecomodal.options import parse_numbers
-from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
+from ecomodal.training.trainer import (
+    TrainerOptions,
+    check_accelerator_available,
+    check_training_numbers,
+    trainer_from_keywords,
+)
 from ecomodal.vectors import normalise
 
 log = logging.getLogger(__name__)
@@ -149,6 +154,9 @@ class HeadConfig:
     epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_training_numbers(**asdict(self))  # every field has its range there
 
 
 @renamed_arguments(progress="show_progress")
@@ -335,8 +343,9 @@ def cluster_sweep(
         trainer, trainer_options, function="cluster_sweep", default=SWEEP_TRAINER
     )
     _check_single_device(options)
+    check_training_numbers(shots=shots, repeats=repeats, niter=niter, seed=seed)
+    check_accelerator_available(options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     k_values = parse_ks(ks)
     batch = as_batch(data)
     features = features or embedding
@@ -359,6 +368,7 @@ def cluster_sweep(
         "seed": seed,
     }
     ref_scores = evaluate_embeddings(batch, reference, **scored)
+    out.mkdir(parents=True, exist_ok=True)
     runs: list[ClusterRun] = []
     all_rows = np.flatnonzero(batch.has_all([features]))
     for k in k_values:
