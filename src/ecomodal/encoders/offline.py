@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -160,11 +159,11 @@ class BlueMarbleSatEncoder(Encoder):
         self.image_px = int(image_px)
 
     def prepare(self, columns) -> Prepared:
-        from ecomodal.encoders.location import check_coordinates
+        from ecomodal.encoders.location import check_coordinates, numeric_degrees
         from ecomodal.io.imagery import blue_marble_patches
 
         good, lon, errors = check_coordinates(columns["lat"], columns["lon"])
-        lat = np.asarray(columns["lat"], dtype=np.float64)[good]
+        lat = numeric_degrees(columns["lat"], "lat")[good]
         patches = blue_marble_patches(lat, lon[good], size_deg=self.size_deg, out_px=self.image_px)
         # EfficientNet-Lite expects inputs scaled to [-1, 1].
         return Prepared(patches.mul_(2.0).sub_(1.0).to(self.device), good, errors)
