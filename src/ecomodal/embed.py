@@ -217,6 +217,7 @@ def embed_records(
         raise InvalidArgumentError("Name at least one modality to embed, e.g. modalities=['loc'].")
     shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
     out = Path(out)
+    _check_output(out)
     target = shard_path(out, *shard) if shard else out
     check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
     if batch_size is not None:
@@ -301,6 +302,14 @@ def embed_records(
             )
     shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+def _check_output(out: Path) -> None:
+    if out.is_dir():
+        raise InvalidArgumentError(
+            f"The output {out} is a folder; expected the path of a Parquet file to write, e.g. "
+            f"{out / 'embeddings.parquet'}."
+        )
 
 
 def _part(parts: Path, chunk_start: int) -> Path:
@@ -494,6 +503,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
                 f"{path} has embedding columns {table.dims}; {paths[0]} has {dims}."
             )
     out = Path(out)
+    _check_output(out)
     remove_stale_temporaries(out)
     written = _concat_embeddings(paths, out, dims, encoder_names)
     error_tables = [pq.read_table(errors_path(p)) for p in paths if errors_path(p).is_file()]

@@ -17,14 +17,39 @@ def load_transformers_model(model_class: Any, folder: str | Path) -> Any:
     if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         raise CheckpointError(f"{folder} has no model.safetensors (or pytorch_model.bin).")
     try:
-        model = model_class.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False
+        model, loading = model_class.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False, output_loading_info=True
         )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"{folder} is not a {model_class.__name__} checkpoint: {err}"
         ) from err
+    check_loading_info(folder, model_class.__name__, loading)
     return model.eval()
+
+
+def check_loading_info(folder: Path, architecture: str, loading: dict[str, Any]) -> None:
+    """A checkpoint whose tensors do not fit the architecture built from its config (weights
+    missing, so left random, or left over) is an error naming both lists of keys."""
+    missing = sorted(loading.get("missing_keys") or [])
+    unexpected = sorted(loading.get("unexpected_keys") or [])
+    mismatched = [str(item[0]) for item in loading.get("mismatched_keys") or []]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("of the wrong shape", mismatched),
+    ):
+        if keys:
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{more})")
+    raise CheckpointError(
+        f"{folder}: its weights do not fit the {architecture} its config.json describes: "
+        f"{'; '.join(parts)} keys. It would run with random weights; is it the right folder "
+        "for this modality?"
+    )
 
 
 def load_projection_model(
