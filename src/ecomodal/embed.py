@@ -473,6 +473,8 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
 
     Shards are ordered by their index; a missing or repeated shard is an error.
     """
+    out = Path(out)
+    _check_output(out)
     # A shell glob such as NAME.shard-*.parquet also matches the shards' errors tables.
     paths = [Path(p) for p in inputs if not str(p).endswith(".errors.parquet")]
     if not paths:
@@ -502,8 +504,6 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
             raise InvalidEmbeddingsError(
                 f"{path} has embedding columns {table.dims}; {paths[0]} has {dims}."
             )
-    out = Path(out)
-    _check_output(out)
     remove_stale_temporaries(out)
     written = _concat_embeddings(paths, out, dims, encoder_names)
     error_tables = [pq.read_table(errors_path(p)) for p in paths if errors_path(p).is_file()]
