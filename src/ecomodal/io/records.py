@@ -99,7 +99,13 @@ def read_records(
         table = table.append_column("id", ids)
     else:
         index = table.column_names.index("id")
-        ids = pc.cast(table.column("id"), pa.string())
+        try:
+            ids = pc.cast(table.column("id"), pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise TableFormatError(
+                f"{path}: column 'id' holds {table.schema.field('id').type} values; expected "
+                "strings or numbers, one per row."
+            ) from None
         if ids.null_count:
             row = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
             raise TableFormatError(f"{path}: row {row} has no id.")
