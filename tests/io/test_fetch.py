@@ -156,6 +156,12 @@ def write_csv(path: Path, columns: dict[str, list]) -> Path:
     return path
 
 
+def image_urls(folder: Path, server: _Server, paths: dict[str, str]) -> Path:
+    """``folder/obs.csv`` with ids and an ``image_url`` column of server paths, by id."""
+    urls = [server.url(path) for path in paths.values()]
+    return write_csv(folder / "obs.csv", {"id": list(paths), "image_url": urls})
+
+
 def fetch(records, columns, root, **options) -> FetchSummary:
     """fetch_media with test-friendly defaults: tiny back-off, no rate limit, short timeout."""
     options = {"backoff": 0.01, "per_host_rate": None, "timeout": 5.0, **options}
@@ -270,16 +276,10 @@ def test_redirects_to_other_schemes_are_refused_before_connecting(server, tmp_pa
     trap.listen(8)
     trap.settimeout(0.5)
     server.state.trap_port = trap.getsockname()[1]
-    records = write_csv(
-        tmp_path / "obs.csv",
-        {
-            "id": ["ftp", "file", "http"],
-            "image_url": [
-                server.url("redirect/ftp/a.jpg"),
-                server.url("redirect/file/b.jpg"),
-                server.url("redirect/http/c.jpg"),
-            ],
-        },
+    records = image_urls(
+        tmp_path,
+        server,
+        {"ftp": "redirect/ftp/a.jpg", "file": "redirect/file/b.jpg", "http": "redirect/http/c.jpg"},
     )
     root = tmp_path / "media"
     try:
@@ -301,16 +301,8 @@ def test_redirects_to_other_schemes_are_refused_before_connecting(server, tmp_pa
 
 
 def test_transient_errors_are_retried_until_they_succeed(server, tmp_path):
-    records = write_csv(
-        tmp_path / "obs.csv",
-        {
-            "id": ["d", "l", "b"],
-            "image_url": [
-                server.url("drop/2/d.jpg"),
-                server.url("limit/l.jpg"),
-                server.url("busy/b.jpg"),
-            ],
-        },
+    records = image_urls(
+        tmp_path, server, {"d": "drop/2/d.jpg", "l": "limit/l.jpg", "b": "busy/b.jpg"}
     )
     root = tmp_path / "media"
     summary = fetch(records, ["image_url"], root, retries=4)
