@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from ecomodal.devices import resolve_device
 from ecomodal.errors import (
     CheckpointError,
     EcomodalError,
@@ -29,7 +30,7 @@ from ecomodal.inference import complete_table
 from ecomodal.io.atomic import atomic_path, check_output_path
 from ecomodal.io.tables import read_embeddings, write_embeddings
 from ecomodal.models.factory import load_model
-from ecomodal.models.prom3e import ProM3E, resolve_device
+from ecomodal.models.prom3e import ProM3E
 
 DIM = 8
 ROWS = 10

@@ -72,7 +72,7 @@ BAD_EMBED = [
     (["--batch-size", "0"], ["'--batch-size'", "greater than or equal to 1"]),
     (["--chunk-rows", "0"], ["'--chunk-rows'", "greater than or equal to 1"]),
     (["--precision", "fp8"], ["Unknown precision 'fp8'", "fp32, bf16"]),
-    (["--device", "bogus"], ["device must be a torch device", "got 'bogus'"]),
+    (["--device", "bogus"], ["Unknown device 'bogus'", "expected a torch device"]),
     (["--shard", "3/2"], ["Bad shard '3/2'", "0 <= I < N"]),
     (["--modalities", "foo"], ["Unknown modality 'foo'"]),
     (["--records", "{folder}/nope.csv"], ["nope.csv does not exist"]),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ecomodal.devices import resolve_device
 from ecomodal.errors import TableFormatError, UnknownModalityError
 from ecomodal.io.atomic import check_output_path
 from ecomodal.io.batch import EmbeddingBatch
@@ -19,7 +20,7 @@ from ecomodal.io.validate import check_normalisable
 from ecomodal.io.writer import EmbeddingTableWriter
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
-from ecomodal.models.prom3e import ProM3E, resolve_device
+from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import check_range
 from ecomodal.precision import check_precision
 from ecomodal.progress import progress_bar

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecomodal.devices import resolve_device
 from ecomodal.errors import (
     EcomodalError,
     InputTypeError,
@@ -96,7 +97,7 @@ class Encoder(abc.ABC):
         self.model = model.eval()
         self.info = info
         self.precision = check_precision(precision)
-        self.device = torch_device(device) if device is not None else torch.device("cpu")
+        self.device = resolve_device(device) if device is not None else torch.device("cpu")
         self.model.to(self.device)
         self._half: tuple[Any, nn.Module] | None = None
 
@@ -211,8 +212,8 @@ class Encoder(abc.ABC):
         batch_size = int(batch_size or self.default_batch_size)
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}.")
-        if device is not None and torch_device(device) != self.device:
-            self.device = torch_device(device)
+        if device is not None and resolve_device(device) != self.device:
+            self.device = resolve_device(device)
             self.model.to(self.device)
         precision = check_precision(precision or self.precision)
         if precision == "bf16" and not self.supports_bf16:
@@ -279,33 +280,6 @@ class Encoder(abc.ABC):
         if len(set(lengths.values())) > 1:
             raise InvalidArgumentError(f"{self.id}: input columns differ in length: {lengths}.")
         return arrays
-
-
-def torch_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that this machine has; a name torch does not know, or an
-    accelerator that is not there, is an :class:`InvalidArgumentError` saying what was given."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"device must be a torch device such as cpu, cuda, cuda:1 or mps; got {device!r}."
-        ) from None
-    available = {
-        "cuda": torch.cuda.is_available,
-        "mps": lambda: torch.backends.mps.is_available(),
-    }
-    if parsed.type in available and not available[parsed.type]():
-        raise InvalidArgumentError(
-            f"device {device!r} is not available on this machine (no {parsed.type.upper()} "
-            "device); use device='cpu'."
-        )
-    if parsed.type == "cuda" and parsed.index is not None:
-        count = torch.cuda.device_count()
-        if parsed.index >= count:
-            raise InvalidArgumentError(
-                f"device {device!r}: this machine has {count} CUDA device(s) (0..{count - 1})."
-            )
-    return parsed
 
 
 def prepare_rows(

@@ -14,7 +14,7 @@ from ecomodal.data.datamodules import EmbeddingDataModule
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidEmbeddingsError, UnknownModalityError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.models.prom3e import ProM3EConfig
+from ecomodal.models.config import ProM3EConfig
 from ecomodal.precision import lightning_precision
 from ecomodal.training.callbacks import TrainResult, check_trained, fit_resumably
 from ecomodal.training.tasks import ProM3ETask, check_visible

@@ -12,6 +12,7 @@ import torch
 
 from ecomodal.errors import InvalidArgumentError, TrainingError
 from ecomodal.models.bind import BoundEncoder
+from ecomodal.models.config import ProM3EConfig
 from ecomodal.models.losses import (
     SYMMETRIC_WEIGHTS,
     clamp_logit_scale_,
@@ -20,7 +21,7 @@ from ecomodal.models.losses import (
     random_negative_loss,
     supervised_contrastive_loss,
 )
-from ecomodal.models.prom3e import ProM3E, ProM3EConfig
+from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import check_range
 from ecomodal.seeding import mix_seed
 from ecomodal.training.callbacks import adamw_with_restarts
