@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
+from run_checks import assert_same_weights, kill_after_first_epoch, metric_rows, run_to_end
 from typer.testing import CliRunner
 
 from ecomodal.cli import app
@@ -152,3 +154,44 @@ def test_bad_requests_are_named(aligned_table, tmp_path):
         cluster_sweep(path, tmp_path, ks="5000")
     with pytest.raises(ValueError, match="no embedding column 'bioclip'"):
         cluster_sweep(path, tmp_path, ks="4", reference="bioclip")
+
+
+def test_killed_sweep_resumes_each_k_at_the_next_epoch(aligned_table, tmp_path):
+    """A real `ecomodal train cluster` SIGKILLed after the first finished epoch of its second K,
+    then rerun: K=2 (done) is kept, K=3 resumes at the next epoch (said in the log), and every
+    head, per-K metrics.csv and the sweep's results equal those of an uninterrupted run."""
+    path, _ = aligned_table
+    epochs = 4
+
+    def args_for(out):
+        return (
+            [sys.executable, "-m", "ecomodal", "train", "cluster", "--data", str(path)]
+            + ["--out", str(out), "--k", "2,3", "--epochs", str(epochs), "--batch-size", "32"]
+            + ["--shots", "2", "--repeats", "1"]
+        )
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_to_end(args_for(straight))
+    done = kill_after_first_epoch(
+        args_for(killed), killed / "k3" / "checkpoints" / "last.ckpt", epochs
+    )
+    assert (killed / "k2" / "metrics.json").is_file() and not (
+        killed / "k3" / "metrics.json"
+    ).exists()
+    log = run_to_end(args_for(killed))
+    assert f"resuming from epoch {done} (epochs 0-{done - 1} done in {killed / 'k3'})" in log, log
+    assert log.count("resuming from epoch") == 1  # K=2 was not trained again
+
+    def results(out):
+        summary = json.loads((out / "cluster_sweep.json").read_text())
+        for run in summary["runs"]:
+            assert run.pop("head_dir") == str(out / f"k{run['k']}")
+        return summary, (out / "cluster_sweep.csv").read_text()
+
+    assert results(killed) == results(straight)
+    for k in ("k2", "k3"):
+        assert_same_weights(straight / k, killed / k)
+        assert_same_weights(straight / k / "last", killed / k)
+        rows = metric_rows(killed / k)
+        assert rows == metric_rows(straight / k)
+        assert [int(epoch) for epoch, _, _ in rows] == list(range(epochs))  # each epoch once
