@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from ecomodal.cli import app
 from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
+from ecomodal.errors import CheckpointError
 from ecomodal.io.checkpoints import read_config, read_weights
 from ecomodal.io.tables import write_embeddings
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
@@ -156,6 +158,7 @@ def test_bad_requests_are_named(aligned_table, tmp_path):
         cluster_sweep(path, tmp_path, ks="4", reference="bioclip")
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_each_k_at_the_next_epoch(aligned_table, tmp_path):
     """A real `ecomodal train cluster` SIGKILLed after the first finished epoch of its second K,
     then rerun: K=2 (done) is kept, K=3 resumes at the next epoch (said in the log), and every
@@ -195,3 +198,36 @@ def test_killed_sweep_resumes_each_k_at_the_next_epoch(aligned_table, tmp_path):
         rows = metric_rows(killed / k)
         assert rows == metric_rows(straight / k)
         assert [int(epoch) for epoch, _, _ in rows] == list(range(epochs))  # each epoch once
+
+
+def test_resume_finishes_a_k_trained_but_not_scored_and_refuses_other_settings(
+    aligned_table, tmp_path, caplog
+):
+    """A K whose head finished training but was killed before its metrics.json is scored again
+    without training (same loss and scores); a resume state written with other head options or
+    other clusters is refused naming the file and what differs; resume=False trains afresh."""
+    path, _ = aligned_table
+    out = tmp_path / "sweep"
+    options = dict(ks="3", shots=2, repeats=1, seed=0)
+    head = HeadConfig(epochs=2, batch_size=64)
+    first = cluster_sweep(path, out, head=head, **options)
+    (out / "k3" / "metrics.json").unlink()
+    with caplog.at_level("WARNING"):
+        again = cluster_sweep(path, out, head=head, **options)
+    assert f"all 2 epochs already done in {out / 'k3'}" in caplog.text
+    assert again.runs == first.runs and math.isfinite(again.runs[0].train_loss)
+    assert [int(e) for e, _, _ in metric_rows(out / "k3")] == [0, 1]
+
+    ckpt = out / "k3" / "checkpoints" / "last.ckpt"
+    (out / "k3" / "metrics.json").unlink()
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{ckpt}: written by a run with lr=0.001, this one")
+    ):
+        cluster_sweep(path, out, head=HeadConfig(epochs=2, batch_size=64, lr=0.01), **options)
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{ckpt}: written for other k-means clusters")
+    ):
+        cluster_sweep(path, out, head=head, **{**options, "seed": 1})
+    fresh = cluster_sweep(path, out, head=head, **{**options, "seed": 1}, resume=False)
+    assert fresh.runs[0].train_loss != first.runs[0].train_loss
+    assert [int(e) for e, _, _ in metric_rows(out / "k3")] == [0, 1]

@@ -399,8 +399,11 @@ def cluster_sweep(
     ``text`` embeddings (if the table has them) and ``shots``-shot nearest-centroid accuracy
     (mean of ``repeats`` seeded draws). The ``reference`` column (default: ``embedding``) is
     scored the same way. Writes ``cluster_sweep.csv`` (one row per K), ``cluster_sweep.json``
-    (with the reference and the K closest to it) and ``cluster_sweep.png``. With ``resume``, a K
-    whose ``metrics.json`` exists is not redone.
+    (with the reference and the K closest to it) and ``cluster_sweep.png``. Each K's head keeps
+    its resume state in ``out/k{K}/checkpoints/last.ckpt`` after every epoch (and ``last/``,
+    ``metrics.csv``). With ``resume``, a K whose ``metrics.json`` exists is not redone, and a K
+    stopped mid-training (killed) continues at the next epoch, ending with the weights and
+    scores of an uninterrupted sweep.
 
     ``trainer``: :class:`~ecomodal.training.trainer.TrainerOptions` (default: no progress bar);
     the heads train on one ``accelerator`` device in fp32, so only ``accelerator``, ``resume``
