@@ -259,7 +259,13 @@ def train_bind_command(
     "accelerator",
     "resume",
     "progress",
-    resume=(Annotated[bool, typer.Option(help="Skip the K already done in OUT.")], True),
+    resume=(
+        Annotated[
+            bool,
+            typer.Option(help="Skip the K done in OUT; continue a stopped K at its next epoch."),
+        ],
+        True,
+    ),
     progress=(TRAINER_OPTIONS["progress"][0], False),
 )
 def train_cluster_command(
