@@ -142,6 +142,7 @@ def test_resume_with_other_options_is_refused(tmp_path, loc_encoder):
     parts = tmp_path / "emb.parquet.parts"
     parts.mkdir()
     (parts / "manifest.json").write_text('{"chunk_rows": 3}')
+    (parts / "part-000000000000.parquet").write_bytes(b"a finished chunk")
     with pytest.raises(ResumeMismatchError, match="chunk_rows"):
         embed_records(records, out, modalities="loc", encoders={"loc": loc_encoder})
 

@@ -10,11 +10,13 @@ column, reason); rows where every modality failed are only in the errors table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from ecomodal.io.reader import read_embeddings
 from ecomodal.io.records import failure_schema, parse_column_map, read_records, taxonomic_strings
 from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import parse_modalities
-from ecomodal.options import parse_key_values
+from ecomodal.options import check_range, parse_key_values
 from ecomodal.progress import progress_bars
 
 MEDIA_MODALITIES = ("image", "sat", "audio")
@@ -215,9 +217,11 @@ def embed_records(
         raise InvalidArgumentError("Name at least one modality to embed, e.g. modalities=['loc'].")
     shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
     out = Path(out)
+    _check_output(out)
     target = shard_path(out, *shard) if shard else out
-    if chunk_rows < 1:
-        raise InvalidArgumentError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+    check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
+    if batch_size is not None:
+        check_range(batch_size, "batch_size", minimum=1, integer=True)
     table = read_records(records, column_map=column_map)
     start, stop = 0, table.num_rows
     if shard:
@@ -235,6 +239,9 @@ def embed_records(
             )
     root_path = Path(root) if root is not None else records.parent
     templates = parse_media_templates(media)
+    for encoder in loaded.values():  # a missing input column fails now, before any work is saved
+        encoder_inputs(encoder, table.slice(0, 0), root_path, templates)
+    remove_stale_temporaries(target)
 
     parts = target.with_name(target.name + ".parts")
     manifest = {
@@ -255,31 +262,36 @@ def embed_records(
     carried = _carried(table, modalities)
     chunks = list(range(start, stop, chunk_rows))
     done = {c for c in chunks if _part(parts, c).is_file()}
-    with progress_bars(
-        {f"{m} ({loaded[m].id})": stop - start for m in modalities},
-        enabled=show_progress,
-        completed={
-            f"{m} ({loaded[m].id})": sum(min(chunk_rows, stop - c) for c in done)
-            for m in modalities
-        },
-    ) as advance:
-        for chunk_start in chunks:
-            if chunk_start in done:
-                continue
-            chunk_stop = min(chunk_start + chunk_rows, stop)
-            _embed_chunk(
-                table.slice(chunk_start, chunk_stop - chunk_start),
-                carried.slice(chunk_start, chunk_stop - chunk_start),
-                chunk_start,
-                loaded,
-                parts,
-                dims,
-                encoder_names,
-                root_path,
-                templates,
-                batch_size,
-                advance,
-            )
+    try:
+        with progress_bars(
+            {f"{m} ({loaded[m].id})": stop - start for m in modalities},
+            enabled=show_progress,
+            completed={
+                f"{m} ({loaded[m].id})": sum(min(chunk_rows, stop - c) for c in done)
+                for m in modalities
+            },
+        ) as advance:
+            for chunk_start in chunks:
+                if chunk_start in done:
+                    continue
+                chunk_stop = min(chunk_start + chunk_rows, stop)
+                _embed_chunk(
+                    table.slice(chunk_start, chunk_stop - chunk_start),
+                    carried.slice(chunk_start, chunk_stop - chunk_start),
+                    chunk_start,
+                    loaded,
+                    parts,
+                    dims,
+                    encoder_names,
+                    root_path,
+                    templates,
+                    batch_size,
+                    advance,
+                )
+    except BaseException:
+        if not any(parts.glob("part-*.parquet")):  # nothing saved: nothing to resume
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     summary = _finish(parts, chunks, target, dims, encoder_names, stop - start)
     summary.resumed_chunks = len(done)
     summary.shard = shard
@@ -292,6 +304,14 @@ def embed_records(
     return summary
 
 
+def _check_output(out: Path) -> None:
+    if out.is_dir():
+        raise InvalidArgumentError(
+            f"The output {out} is a folder; expected the path of a Parquet file to write, e.g. "
+            f"{out / 'embeddings.parquet'}."
+        )
+
+
 def _part(parts: Path, chunk_start: int) -> Path:
     return parts / f"part-{chunk_start:012d}.parquet"
 
@@ -300,18 +320,52 @@ def _errors_part(parts: Path, chunk_start: int) -> Path:
     return parts / f"errors-{chunk_start:012d}.parquet"
 
 
+def remove_stale_temporaries(target: str | Path) -> list[Path]:
+    """Delete the temporary files that killed runs left beside ``target`` (its table, errors
+    table and shard sidecar: ``.NAME.PID.N.tmp``, see :func:`~ecomodal.io.atomic.atomic_path`)
+    whose process is gone; a live process's temporaries are left alone. Returns those deleted."""
+    target = Path(target)
+    names = {target.name, errors_path(target).name, target.with_suffix(".json").name}
+    removed = []
+    for name in names:
+        for path in target.parent.glob(f".{glob_escape(name)}.*.tmp"):
+            pid_text = path.name[len(name) + 2 :].split(".")[0]
+            if not pid_text.isdigit() or _process_alive(int(pid_text)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or a number no process has): leave it
+    return True
+
+
 def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:
     path = parts / "manifest.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != manifest:
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != manifest and any(parts.glob("part-*.parquet")):
             changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
             raise ResumeMismatchError(
                 f"{parts} holds unfinished work of a different run (it differs in: "
                 f"{', '.join(changed)}). Delete that folder to start again, or rerun with the "
                 "same records and options to resume."
             )
-        return
+        if previous == manifest:
+            return
     parts.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
@@ -419,6 +473,8 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
 
     Shards are ordered by their index; a missing or repeated shard is an error.
     """
+    out = Path(out)
+    _check_output(out)
     # A shell glob such as NAME.shard-*.parquet also matches the shards' errors tables.
     paths = [Path(p) for p in inputs if not str(p).endswith(".errors.parquet")]
     if not paths:
@@ -448,7 +504,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
             raise InvalidEmbeddingsError(
                 f"{path} has embedding columns {table.dims}; {paths[0]} has {dims}."
             )
-    out = Path(out)
+    remove_stale_temporaries(out)
     written = _concat_embeddings(paths, out, dims, encoder_names)
     error_tables = [pq.read_table(errors_path(p)) for p in paths if errors_path(p).is_file()]
     errors = pa.concat_tables(error_tables) if error_tables else ERROR_SCHEMA.empty_table()

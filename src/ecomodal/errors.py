@@ -23,6 +23,13 @@ class CheckpointError(EcomodalError, ValueError):
     """A checkpoint that is missing, corrupt, or whose config does not match its tensors."""
 
 
+class OutputPathError(EcomodalError, OSError):
+    """An output path that cannot be written: a folder, under a file, or in a read-only folder."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
 class ModelNotFoundError(EcomodalError, FileNotFoundError):
     """A model spec that names no local folder and cannot be fetched from the hub."""
 

@@ -67,6 +67,13 @@ def resolve_model_dir(
     parsed = parse_model_spec(spec)
     if parsed.kind == "local-dir":
         folder = Path(parsed.location).expanduser()
+        if folder.exists() and not folder.is_dir():
+            hint = ""
+            if folder.name in filenames:
+                hint = f" (it is one of the model's files: pass its folder, {folder.parent})"
+            raise ModelNotFoundError(
+                f"Model {folder} is a file{hint}; expected a folder holding {', '.join(filenames)}."
+            )
         if not folder.is_dir():
             hint = ""
             if not folder.exists() and parsed.location.count("/") == 1 and not _is_path_like(spec):

@@ -11,17 +11,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ecomodal.errors import UnknownModalityError
+from ecomodal.devices import resolve_device
+from ecomodal.errors import TableFormatError, UnknownModalityError
+from ecomodal.io.atomic import check_output_path
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.reader import read_embeddings
+from ecomodal.io.validate import check_normalisable
 from ecomodal.io.writer import EmbeddingTableWriter
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
+from ecomodal.precision import check_precision
 from ecomodal.progress import progress_bar
 from ecomodal.seeding import mix_seed
 
 HAT_SUFFIX = "_hat"
+SIGMA_COLUMN = "sigma_l1"
 
 
 @dataclass
@@ -54,9 +60,21 @@ def complete_table(
     whatever it has. The table is streamed in ``batch_size`` rows, so memory stays bounded, and
     ``out`` appears only once complete. ``precision="bf16"`` runs the matrix products in
     bfloat16.
+
+    Arguments are checked before any work starts: ``n_samples >= 0``, ``batch_size >= 1``,
+    ``precision``, ``device`` (it must exist on this machine) and ``out`` (a file path that can be
+    written); a visible vector that cannot be normalised (values so large that its norm
+    overflows float32, or so small that it underflows) is an error naming the file, row and column.
     """
-    model = load_model(model, device=device)
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    check_range(batch_size, "batch_size", minimum=1, integer=True)
+    check_range(seed, "seed", integer=True)
+    check_precision(precision)
+    if device is not None:
+        resolve_device(device)
+    check_output_path(out)
     table = read_embeddings(data)
+    model = load_model(model, device=device)
     names = parse_modalities(visible, model.modalities) if visible is not None else None
     needed = names if names is not None else [m for m in model.modalities if m in table.modalities]
     missing = [m for m in needed if m not in table.modalities]
@@ -65,6 +83,7 @@ def complete_table(
             f"{table.path}: visible modalities {missing} are not columns of the table "
             f"(it has {', '.join(table.modalities) or 'none'})."
         )
+    _check_output_columns(table, model.modalities)
     dims = dict(table.dims)
     dims.update({m + HAT_SUFFIX: model.config.input_dim for m in model.modalities})
     encoders = dict(table.encoders)
@@ -75,7 +94,10 @@ def complete_table(
         EmbeddingTableWriter(out, dims, encoders=encoders) as writer,
         progress_bar("Completing", total=table.num_rows, enabled=show_progress) as advance,
     ):
+        offset = 0
         for index, batch in enumerate(table.iter_batches(batch_size=batch_size)):
+            _check_visible_norms(batch, names, model.modalities, str(table.path), offset)
+            offset += len(batch)
             result = model.complete(
                 batch,
                 visible=names,
@@ -98,6 +120,37 @@ def complete_table(
         visible=names,
         mean_sigma_l1=sigma_sum / rows if rows else float("nan"),
     )
+
+
+def _check_output_columns(table, modalities: Sequence[str]) -> None:
+    """The columns ``complete`` writes must not be in the input already (a completed table)."""
+    written = {m + HAT_SUFFIX for m in modalities} | {SIGMA_COLUMN}
+    clash = [n for n in [*table.modalities, *table.extra_columns] if n in written]
+    if clash:
+        raise TableFormatError(
+            f"{table.path} already has column(s) {', '.join(clash)}, which complete writes; "
+            "complete the original table, or drop or rename those columns."
+        )
+
+
+def _check_visible_norms(
+    batch: EmbeddingBatch,
+    visible: Sequence[str] | None,
+    modalities: Sequence[str],
+    source: str,
+    offset: int,
+) -> None:
+    """Each vector the model will see must normalise to unit length (row and column named)."""
+    for name in modalities:
+        if name in batch.embeddings and (visible is None or name in visible):
+            check_normalisable(
+                batch.embeddings[name],
+                batch.present[name],
+                source=source,
+                column=name,
+                ids=batch.ids,
+                offset=offset,
+            )
 
 
 def _release_freed_memory() -> None:

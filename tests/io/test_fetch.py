@@ -7,7 +7,9 @@ The server's paths say how it behaves:
 - ``/drop/N/NAME``: the first N requests send a full Content-Length, half the body, then close;
 - ``/busy/NAME``: 503 with ``Retry-After: 1`` the first time, then the bytes;
 - ``/limit/NAME``: 429 the first time, then the bytes;
-- ``/missing/NAME``: 404 always.
+- ``/missing/NAME``: 404 always;
+- ``/redirect/SCHEME/NAME``: 302 to ``SCHEME://127.0.0.1:PORT/NAME`` (PORT: a listening socket
+  that counts the connections it gets) or, for ``http``, to ``/files/NAME`` on this server.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from ecomodal.errors import TableFormatError
+from ecomodal.errors import InvalidArgumentError, TableFormatError
 from ecomodal.io.fetch import FAILURES_SCHEMA, FetchSummary, _extension, fetch_media
 
 
@@ -44,6 +46,8 @@ class _State:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.trap_port = 0  # where /redirect/ftp/... points
+        self.server_port = 0
 
     def total(self) -> int:
         with self.lock:
@@ -94,6 +98,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif kind == "missing":
             self._error(404)
             return
+        elif kind == "redirect":
+            scheme = parts[1]
+            port = self.state.server_port if scheme == "http" else self.state.trap_port
+            path = f"files/{name}" if scheme == "http" else name
+            self._error(302, {"Location": f"{scheme}://127.0.0.1:{port}/{path}"})
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
@@ -129,6 +139,7 @@ def server(monkeypatch):
     state = _State()
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state.server_port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()
@@ -143,6 +154,12 @@ def server(monkeypatch):
 def write_csv(path: Path, columns: dict[str, list]) -> Path:
     pacsv.write_csv(pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()}), path)
     return path
+
+
+def image_urls(folder: Path, server: _Server, paths: dict[str, str]) -> Path:
+    """``folder/obs.csv`` with ids and an ``image_url`` column of server paths, by id."""
+    urls = [server.url(path) for path in paths.values()]
+    return write_csv(folder / "obs.csv", {"id": list(paths), "image_url": urls})
 
 
 def fetch(records, columns, root, **options) -> FetchSummary:
@@ -253,17 +270,39 @@ def test_404_and_other_schemes_are_listed_in_failures(server, tmp_path):
     assert part_files(root) == []
 
 
+def test_redirects_to_other_schemes_are_refused_before_connecting(server, tmp_path):
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(8)
+    trap.settimeout(0.5)
+    server.state.trap_port = trap.getsockname()[1]
+    records = image_urls(
+        tmp_path,
+        server,
+        {"ftp": "redirect/ftp/a.jpg", "file": "redirect/file/b.jpg", "http": "redirect/http/c.jpg"},
+    )
+    root = tmp_path / "media"
+    try:
+        summary = fetch(records, ["image_url"], root, retries=2)
+        with pytest.raises(TimeoutError):  # nothing ever connected to the ftp:// target
+            trap.accept()
+    finally:
+        trap.close()
+    assert (summary.downloaded, summary.failed) == (1, 2)
+    assert (root / "image_url" / "http.jpg").read_bytes() == payload("c.jpg")
+    reasons = {f["id"]: f["reason"] for f in failures(root).to_pylist()}
+    ftp_target = f"ftp://127.0.0.1:{server.state.trap_port}/a.jpg"
+    assert reasons["ftp"] == (
+        f"refused redirect (HTTP 302) to {ftp_target}: only http and https URLs are followed"
+    )
+    assert "file://" in reasons["file"] and "not allowed" in reasons["file"]
+    assert server.state.hits["/redirect/ftp/a.jpg"] == 1  # refused, so not retried
+    assert not (root / "image_url" / "ftp.jpg").exists() and part_files(root) == []
+
+
 def test_transient_errors_are_retried_until_they_succeed(server, tmp_path):
-    records = write_csv(
-        tmp_path / "obs.csv",
-        {
-            "id": ["d", "l", "b"],
-            "image_url": [
-                server.url("drop/2/d.jpg"),
-                server.url("limit/l.jpg"),
-                server.url("busy/b.jpg"),
-            ],
-        },
+    records = image_urls(
+        tmp_path, server, {"d": "drop/2/d.jpg", "l": "limit/l.jpg", "b": "busy/b.jpg"}
     )
     root = tmp_path / "media"
     summary = fetch(records, ["image_url"], root, retries=4)
@@ -412,11 +451,22 @@ def test_missing_column_raises(server, tmp_path):
 
 def test_bad_options_raise(tmp_path):
     records = write_csv(tmp_path / "obs.csv", {"id": ["a"], "u": ["http://127.0.0.1:9/a"]})
-    for options in ({"max_concurrency": 0}, {"retries": -1}, {"timeout": 0}):
-        with pytest.raises(ValueError):
+    for options, message in [
+        ({"max_concurrency": 0}, "max_concurrency must be >= 1; got 0."),
+        ({"max_concurrency": 1.5}, "max_concurrency must be a whole number; got 1.5."),
+        ({"retries": -1}, "retries must be >= 0; got -1."),
+        ({"timeout": 0}, "timeout must be > 0; got 0."),
+        ({"timeout": float("nan")}, "timeout must be a finite number; got nan."),
+        ({"per_host_rate": -1}, "per_host_rate must be >= 0; got -1."),
+        ({"backoff": -0.5}, "backoff must be >= 0; got -0.5."),
+    ]:
+        with pytest.raises(InvalidArgumentError) as caught:
             fetch(records, ["u"], tmp_path / "media", **options)
-    with pytest.raises(ValueError):
-        fetch(records, [], tmp_path / "media")
+        assert str(caught.value) == message
+    for columns in ([], "", " , "):
+        with pytest.raises(InvalidArgumentError, match="names no URL column; got"):
+            fetch(records, columns, tmp_path / "media")
+    assert not (tmp_path / "media").exists()
 
 
 @pytest.mark.parametrize(

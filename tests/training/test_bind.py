@@ -325,7 +325,7 @@ def _subprocess_args(*args):
 def test_killed_process_resumes_exactly(observations, climate_tif, tmp_path):
     table = observations["table"]
     assert_killed_run_resumes_exactly(
-        lambda out: _subprocess_args(*_cli_args(table, out, 3, climate_tif)), tmp_path
+        lambda out: _subprocess_args(*_cli_args(table, out, 4, climate_tif)), tmp_path, 4
     )
 
 

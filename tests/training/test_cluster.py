@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import sys
 
 import numpy as np
 import pytest
 import torch
+from run_checks import assert_same_weights, kill_after_first_epoch, metric_rows, run_to_end
 from typer.testing import CliRunner
 
 from ecomodal.cli import app
 from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, to_batch
+from ecomodal.errors import CheckpointError
 from ecomodal.io.checkpoints import read_config, read_weights
 from ecomodal.io.tables import write_embeddings
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
@@ -152,3 +156,78 @@ def test_bad_requests_are_named(aligned_table, tmp_path):
         cluster_sweep(path, tmp_path, ks="5000")
     with pytest.raises(ValueError, match="no embedding column 'bioclip'"):
         cluster_sweep(path, tmp_path, ks="4", reference="bioclip")
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_each_k_at_the_next_epoch(aligned_table, tmp_path):
+    """A real `ecomodal train cluster` SIGKILLed after the first finished epoch of its second K,
+    then rerun: K=2 (done) is kept, K=3 resumes at the next epoch (said in the log), and every
+    head, per-K metrics.csv and the sweep's results equal those of an uninterrupted run."""
+    path, _ = aligned_table
+    epochs = 4
+
+    def args_for(out):
+        return (
+            [sys.executable, "-m", "ecomodal", "train", "cluster", "--data", str(path)]
+            + ["--out", str(out), "--k", "2,3", "--epochs", str(epochs), "--batch-size", "32"]
+            + ["--shots", "2", "--repeats", "1"]
+        )
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_to_end(args_for(straight))
+    done = kill_after_first_epoch(
+        args_for(killed), killed / "k3" / "checkpoints" / "last.ckpt", epochs
+    )
+    assert (killed / "k2" / "metrics.json").is_file() and not (
+        killed / "k3" / "metrics.json"
+    ).exists()
+    log = run_to_end(args_for(killed))
+    assert f"resuming from epoch {done} (epochs 0-{done - 1} done in {killed / 'k3'})" in log, log
+    assert log.count("resuming from epoch") == 1  # K=2 was not trained again
+
+    def results(out):
+        summary = json.loads((out / "cluster_sweep.json").read_text())
+        for run in summary["runs"]:
+            assert run.pop("head_dir") == str(out / f"k{run['k']}")
+        return summary, (out / "cluster_sweep.csv").read_text()
+
+    assert results(killed) == results(straight)
+    for k in ("k2", "k3"):
+        assert_same_weights(straight / k, killed / k)
+        assert_same_weights(straight / k / "last", killed / k)
+        rows = metric_rows(killed / k)
+        assert rows == metric_rows(straight / k)
+        assert [int(epoch) for epoch, _, _ in rows] == list(range(epochs))  # each epoch once
+
+
+def test_resume_finishes_a_k_trained_but_not_scored_and_refuses_other_settings(
+    aligned_table, tmp_path, caplog
+):
+    """A K whose head finished training but was killed before its metrics.json is scored again
+    without training (same loss and scores); a resume state written with other head options or
+    other clusters is refused naming the file and what differs; resume=False trains afresh."""
+    path, _ = aligned_table
+    out = tmp_path / "sweep"
+    options = dict(ks="3", shots=2, repeats=1, seed=0)
+    head = HeadConfig(epochs=2, batch_size=64)
+    first = cluster_sweep(path, out, head=head, **options)
+    (out / "k3" / "metrics.json").unlink()
+    with caplog.at_level("WARNING"):
+        again = cluster_sweep(path, out, head=head, **options)
+    assert f"all 2 epochs already done in {out / 'k3'}" in caplog.text
+    assert again.runs == first.runs and math.isfinite(again.runs[0].train_loss)
+    assert [int(e) for e, _, _ in metric_rows(out / "k3")] == [0, 1]
+
+    ckpt = out / "k3" / "checkpoints" / "last.ckpt"
+    (out / "k3" / "metrics.json").unlink()
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{ckpt}: written by a run with lr=0.001, this one")
+    ):
+        cluster_sweep(path, out, head=HeadConfig(epochs=2, batch_size=64, lr=0.01), **options)
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{ckpt}: written for other k-means clusters")
+    ):
+        cluster_sweep(path, out, head=head, **{**options, "seed": 1})
+    fresh = cluster_sweep(path, out, head=head, **{**options, "seed": 1}, resume=False)
+    assert fresh.runs[0].train_loss != first.runs[0].train_loss
+    assert [int(e) for e, _, _ in metric_rows(out / "k3")] == [0, 1]

@@ -74,7 +74,7 @@ def _train_args(table, out, epochs, extra=()):
 
 @pytest.mark.slow
 def test_killed_process_resumes_exactly(tiny_table, tmp_path):
-    assert_killed_run_resumes_exactly(lambda out: _train_args(tiny_table, out, 4), tmp_path)
+    assert_killed_run_resumes_exactly(lambda out: _train_args(tiny_table, out, 4), tmp_path, 4)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def embed_command(
     covariates: Annotated[
         str | None, typer.Option(help="Covariate raster for env (a path, or 'default').")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per encoder batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per encoder batch.", min=1)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
     precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     column_map: _Pairs("COLUMN=NAME, e.g. decimalLatitude=lat") = None,
@@ -39,7 +39,8 @@ def embed_command(
     ] = None,
     media: _Pairs("NAME=TEMPLATE media paths, e.g. image=taxabench_images/{id}.jpg") = None,
     chunk_rows: Annotated[
-        int, typer.Option(help="Rows per resumable chunk (a finished chunk is never redone).")
+        int,
+        typer.Option(help="Rows per resumable chunk (a finished chunk is never redone).", min=1),
     ] = 16384,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -103,15 +104,23 @@ def fetch_command(
         str, typer.Option(help="Comma-separated URL columns, e.g. image_url,sound_url.")
     ],
     root: Annotated[Path, typer.Option(help="Media folder: files go to ROOT/COLUMN/ID.ext.")],
-    max_concurrency: Annotated[int, typer.Option(help="Requests in flight at most.")] = 8,
-    rate: Annotated[float, typer.Option(help="Requests per second per host (0: no limit).")] = 4.0,
-    retries: Annotated[int, typer.Option(help="Retries after the first attempt.")] = 4,
-    timeout: Annotated[float, typer.Option(help="Seconds before a request times out.")] = 30.0,
+    max_concurrency: Annotated[int, typer.Option(help="Requests in flight at most.", min=1)] = 8,
+    rate: Annotated[
+        float, typer.Option(help="Requests per second per host (0: no limit).", min=0)
+    ] = 4.0,
+    retries: Annotated[int, typer.Option(help="Retries after the first attempt.", min=0)] = 4,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds before a request times out (> 0).", min=0)
+    ] = 30.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Download the photos, sounds and tiles that a records table links to (resumable)."""
     from ecomodal.io.fetch import fetch_media
+    from ecomodal.options import check_range, parse_list
 
+    check_range(timeout, "--timeout", minimum=0, exclusive_minimum=True)
+    if not parse_list(columns):
+        raise typer.BadParameter(f"expects comma-separated URL columns; got {columns!r}.")
     summary = fetch_media(
         records,
         columns,

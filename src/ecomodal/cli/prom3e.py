@@ -26,7 +26,10 @@ def complete_command(
 ) -> None:
     """Infer every modality of every row; writes <modality>_hat columns and sigma_l1."""
     from ecomodal.inference import complete_table
+    from ecomodal.options import check_range
 
+    check_range(n_samples, "--n-samples", minimum=0, integer=True)
+    check_range(batch_size, "--batch-size", minimum=1, integer=True)
     summary = complete_table(
         model,
         data,

@@ -114,9 +114,29 @@ def train_prom3e_command(
     trainer: Any = None,
 ) -> None:
     """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
+    from ecomodal.modalities import MODALITIES
     from ecomodal.options import parse_list, parse_numbers
     from ecomodal.training.prom3e import train_prom3e
+    from ecomodal.training.tasks import check_visible
+    from ecomodal.training.trainer import check_training_numbers
 
+    check_training_numbers(
+        flags=True,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        val_fraction=val_fraction,
+        embed_dim=embed_dim,
+        depth=depth,
+        heads=heads,
+        mlp_dim=mlp_dim,
+        dropout=dropout,
+    )
+    chosen = parse_list(modalities) or None
+    counts = parse_numbers(visible_counts, int, option="--visible-counts")
+    probs = parse_numbers(visible_probs, float, option="--visible-probs")
+    check_visible(counts, probs, len(chosen or MODALITIES), flags=True)
     model_config = {
         "embed_dim": embed_dim,
         "depth": depth,
@@ -134,9 +154,9 @@ def train_prom3e_command(
         lr=lr,
         val_fraction=val_fraction,
         model_config=model_config,
-        modalities=parse_list(modalities) or None,
-        visible_counts=parse_numbers(visible_counts, int, option="--visible-counts"),
-        visible_probs=parse_numbers(visible_probs, float, option="--visible-probs"),
+        modalities=chosen,
+        visible_counts=counts,
+        visible_probs=probs,
         trainer=trainer,
     )
     if result.is_global_zero:
@@ -190,7 +210,19 @@ def train_bind_command(
 ) -> None:
     """Bind an encoder to a binding modality (TaxaBind); writes RUN_DIR/best and RUN_DIR/last."""
     from ecomodal.training.bind import train_bind
+    from ecomodal.training.trainer import check_training_numbers
 
+    check_training_numbers(
+        flags=True,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        accumulate=accumulate,
+        seed=seed,
+        hidden=hidden,
+        num_negatives=num_negatives,
+    )
     result = train_bind(
         data,
         out,
@@ -227,7 +259,13 @@ def train_bind_command(
     "accelerator",
     "resume",
     "progress",
-    resume=(Annotated[bool, typer.Option(help="Skip the K already done in OUT.")], True),
+    resume=(
+        Annotated[
+            bool,
+            typer.Option(help="Skip the K done in OUT; continue a stopped K at its next epoch."),
+        ],
+        True,
+    ),
     progress=(TRAINER_OPTIONS["progress"][0], False),
 )
 def train_cluster_command(
@@ -262,7 +300,21 @@ def train_cluster_command(
     """UNICOM-style cluster discrimination: k-means pseudo-classes, a margin-softmax head, and a
     sweep of K scored by zero-shot and few-shot accuracy (cluster_sweep.csv/.json/.png)."""
     from ecomodal.training.cluster import HeadConfig, cluster_sweep, parse_ks
+    from ecomodal.training.trainer import check_training_numbers
 
+    check_training_numbers(
+        flags=True,
+        hidden=hidden,
+        margin=margin,
+        scale=scale,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        niter=niter,
+        shots=shots,
+        repeats=repeats,
+        seed=seed,
+    )
     try:
         ks = parse_ks(k)
     except ValueError as err:

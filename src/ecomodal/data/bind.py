@@ -62,8 +62,7 @@ def species_codes(values: Sequence[Any] | np.ndarray) -> np.ndarray:
 def _read_input(data: Any) -> tuple[EmbeddingBatch | None, pa.Table, str]:
     """(embedding batch or None, the table's other columns with ``id``, a name for messages)."""
     if isinstance(data, EmbeddingBatch):
-        columns = data.columns if data.columns is not None else pa.table({})
-        return data, columns.append_column("id", pa.array(data.ids.astype(str))), "the batch"
+        return data, _with_ids(data), "the batch"
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"Training data {path} does not exist.")
@@ -76,11 +75,18 @@ def _read_input(data: Any) -> tuple[EmbeddingBatch | None, pa.Table, str]:
             table = None
         if table is not None and table.modalities:
             batch = table.load(columns=table.extra_columns)
-            columns = batch.columns if batch.columns is not None else pa.table({})
-            return batch, columns.append_column("id", pa.array(batch.ids.astype(str))), str(path)
+            return batch, _with_ids(batch), str(path)
     from ecomodal.io.records import read_records
 
     return None, read_records(path), str(path)
+
+
+def _with_ids(batch: EmbeddingBatch) -> pa.Table:
+    """The batch's other columns (none: an empty table of its length) with its ``id``."""
+    ids = pa.array(batch.ids.astype(str))
+    if batch.columns is None or batch.columns.num_columns == 0:
+        return pa.table({"id": ids})
+    return batch.columns.append_column("id", ids)
 
 
 def _coordinates(records: pa.Table, source: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ecomodal.data.splits import split_rows
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.errors import InvalidEmbeddingsError, TrainingError
 from ecomodal.modalities import MODALITIES
 
 
@@ -131,6 +131,9 @@ class EmbeddingDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
+        from ecomodal.training.trainer import check_training_numbers
+
+        check_training_numbers(batch_size=batch_size, val_fraction=val_fraction, seed=seed)
         self.data = data
         self.modalities = list(modalities)
         self.input_dim = input_dim
@@ -160,6 +163,14 @@ class EmbeddingDataModule(L.LightningDataModule):
         train, val = split_rows(
             len(batch), split_labels=labels, val_fraction=self.val_fraction, seed=self.seed
         )
+        if len(train) < 1 or len(val) < 1:
+            source = str(self.data) if isinstance(self.data, (str, Path)) else "the batch"
+            raise TrainingError(
+                f"{source}: training needs at least 1 training and 1 validation row; the table "
+                f"has {len(batch)} row(s): {len(train)} to train and {len(val)} to validate "
+                f"(val_fraction {self.val_fraction:g}"
+                + (f", from its {self.split_column!r} column)." if labels is not None else ").")
+            )
         self.train_dataset = EmbeddingDataset(embeddings[train], present[train])
         self.val_dataset = EmbeddingDataset(embeddings[val], present[val])
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecomodal.devices import resolve_device
 from ecomodal.errors import (
     EcomodalError,
     InputTypeError,
@@ -96,7 +97,7 @@ class Encoder(abc.ABC):
         self.model = model.eval()
         self.info = info
         self.precision = check_precision(precision)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = resolve_device(device) if device is not None else torch.device("cpu")
         self.model.to(self.device)
         self._half: tuple[Any, nn.Module] | None = None
 
@@ -211,8 +212,8 @@ class Encoder(abc.ABC):
         batch_size = int(batch_size or self.default_batch_size)
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}.")
-        if device is not None and torch.device(device) != self.device:
-            self.device = torch.device(device)
+        if device is not None and resolve_device(device) != self.device:
+            self.device = resolve_device(device)
             self.model.to(self.device)
         precision = check_precision(precision or self.precision)
         if precision == "bf16" and not self.supports_bf16:
@@ -335,16 +336,29 @@ def _table_column(inputs: Any, name: str) -> Any:
 
 
 def _as_array(values: Any, name: str) -> np.ndarray:
-    """One input column as a 1-D numpy array (numbers as float64, anything else as objects)."""
+    """One input column as a 1-D numpy array (numbers as float64, anything else as objects).
+
+    ``None`` or a non-iterable object is an :class:`InputTypeError`, an array of more than one
+    dimension an :class:`InvalidInputError`, each naming the column and what it got."""
+    if values is None:
+        raise InputTypeError(
+            f"{name}= got None; expected one value per row (a list, array or table column)."
+        )
     if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
+        values = values.detach().cpu().numpy()
     if isinstance(values, np.ndarray):
-        return values
+        return _one_dimensional(values, name)
     if hasattr(values, "to_numpy"):  # pandas Series, pyarrow arrays
-        return np.asarray(values.to_numpy())
+        return _one_dimensional(np.asarray(values.to_numpy()), name)
     if isinstance(values, str | bytes | os.PathLike) or np.isscalar(values):
         values = [values]
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        raise InputTypeError(
+            f"{name}= got a value of type {type(values).__name__}; expected one value per row "
+            "(a list, array or table column)."
+        ) from None
     if values and all(
         isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
     ):
@@ -352,6 +366,17 @@ def _as_array(values: Any, name: str) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
         array[i] = value
+    return array
+
+
+def _one_dimensional(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim == 0:
+        return array.reshape(1)
+    if array.ndim != 1:
+        raise InvalidInputError(
+            f"{name}= must be one value per row (shape (N,)); got an array of shape "
+            f"{tuple(array.shape)}."
+        )
     return array
 
 

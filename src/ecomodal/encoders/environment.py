@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared
-from ecomodal.encoders.location import check_coordinates
+from ecomodal.encoders.location import check_coordinates, numeric_degrees
 from ecomodal.errors import CheckpointError, InvalidArgumentError
 from ecomodal.geo.covariates import DEFAULT_BANDS, CovariateStack
 from ecomodal.io.checkpoints import (
@@ -51,7 +51,7 @@ class EnvironmentEncoder(Encoder):
 
     def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
         good, lon, errors = check_coordinates(columns["lat"], columns["lon"])
-        lat = np.asarray(columns["lat"], dtype=np.float64)[good]
+        lat = numeric_degrees(columns["lat"], "lat")[good]
         x = self.covariates.sample(lat, lon[good])
         return Prepared(torch.as_tensor(x, device=self.device), good, errors)
 

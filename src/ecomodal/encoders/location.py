@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ecomodal.encoders.base import Encoder, EncoderInfo, Prepared
-from ecomodal.errors import CheckpointError
+from ecomodal.errors import CheckpointError, InvalidInputError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     find_weights,
@@ -29,8 +29,8 @@ def check_coordinates(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.
     Latitude must be finite and within [-90, 90]; longitude must be finite and is wrapped into
     [-180, 180).
     """
-    lat = _numeric(lat)
-    lon = _numeric(lon)
+    lat = numeric_degrees(lat, "lat")
+    lon = numeric_degrees(lon, "lon")
     errors: list[tuple[int, str, str]] = []
     bad_lat = ~np.isfinite(lat) | (np.abs(lat) > 90.0)
     bad_lon = ~np.isfinite(lon)
@@ -43,15 +43,27 @@ def check_coordinates(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.
     return good, wrapped, sorted(errors)
 
 
-def _numeric(values: np.ndarray) -> np.ndarray:
+def numeric_degrees(values: np.ndarray, column: str) -> np.ndarray:
+    """Degrees as float64 [N]; entries that are not numbers become NaN (row errors), but nested
+    values (a 2-D array, a list per row) are an :class:`InvalidInputError` naming the shape."""
     try:
-        return np.asarray(values, dtype=np.float64)
+        out = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         out = np.full(len(values), np.nan)
         for i, value in enumerate(values):
+            if np.ndim(value) > 0 and not isinstance(value, str | bytes):
+                raise InvalidInputError(
+                    f"{column}= must be one number per row (shape (N,)); row {i} holds a "
+                    f"{type(value).__name__} of shape {np.shape(value)}."
+                ) from None
             with contextlib.suppress(TypeError, ValueError):
                 out[i] = float(value)
         return out
+    if out.ndim != 1:
+        raise InvalidInputError(
+            f"{column}= must be one number per row (shape (N,)); got shape {out.shape}."
+        )
+    return out
 
 
 class LocationEncoder(Encoder):
@@ -74,7 +86,7 @@ class LocationEncoder(Encoder):
 
     def prepare(self, columns: Mapping[str, np.ndarray]) -> Prepared:
         good, lon, errors = check_coordinates(columns["lat"], columns["lon"])
-        lat = _numeric(columns["lat"])
+        lat = numeric_degrees(columns["lat"], "lat")
         inputs = (
             torch.as_tensor(lat[good], dtype=torch.float32, device=self.device),
             torch.as_tensor(lon[good], dtype=torch.float32, device=self.device),

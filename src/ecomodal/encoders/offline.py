@@ -17,9 +17,9 @@ that binding trains a projection on).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +32,7 @@ from ecomodal.io.checkpoints import (
     read_weights,
 )
 from ecomodal.io.media import ImagePreprocess
+from ecomodal.models.heads import ProjectionHead
 
 SHARED_DIM = 512
 
@@ -63,26 +64,77 @@ def untrained_projection(feature_dim: int, out_dim: int = SHARED_DIM) -> nn.Line
     return projection
 
 
-def _projection_from(folder: str | Path | None, model: ProjectedBackbone) -> str:
+class UntrainedProjectionWarning(UserWarning):
+    """An offline encoder loaded without a trained projection: its vectors are not bound to the
+    other modalities (filter this warning where that is what you want)."""
+
+
+def _projection_from(
+    folder: str | Path | None,
+    model: ProjectedBackbone,
+    *,
+    modality: str = "image",
+    encoder_id: str = "backbone",
+) -> str:
     """Load a trained projection from ``folder`` into ``model``; returns a description."""
     if folder == "identity":
         model.projection = nn.Identity()
         return "no projection (backbone features)"
     if folder is None:
+        warnings.warn(
+            f"{modality}={encoder_id} uses an untrained projection (seeded random orthogonal): "
+            "its vectors are not bound to the other modalities. To use one trained by "
+            f"`ecomodal train bind`, pass its folder: --encoder {modality}=local-dir:RUN/best "
+            f"(load_encoder({modality!r}, 'local-dir:RUN/best')).",
+            UntrainedProjectionWarning,
+            stacklevel=6,
+        )
         model.projection = untrained_projection(model.projection.in_features)
         return "untrained projection (seeded random orthogonal; train it with binding)"
     folder = Path(folder)
     config = read_config(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {}
     tensors = read_weights(folder / "model.safetensors")
     tensors = {k.removeprefix("projection."): v for k, v in tensors.items()}
-    if config.get("out_dim") and int(config["out_dim"]) != model.projection.out_features:
-        model.projection = nn.Linear(
-            model.projection.in_features, int(config["out_dim"]), bias=False
+    in_dim = model.projection.in_features
+    if config.get("in_dim") and int(config["in_dim"]) != in_dim:
+        raise CheckpointError(
+            f"{folder}: its projection was trained on {int(config['in_dim'])}-d features; the "
+            f"{encoder_id} backbone gives {in_dim}-d features. Load it with the encoder whose "
+            "features it was bound on."
         )
+    out_dim = int(config.get("out_dim") or model.projection.out_features)
+    hidden = int(config.get("hidden") or 0)
+    model.projection = ProjectionHead(in_dim, out_dim, hidden=hidden).projection
     load_state_dict_strict(
         model.projection, tensors, source=str(folder), config_summary="the projection"
     )
     return f"projection trained in {folder}"
+
+
+#: The offline encoder whose backbone features ``ecomodal train bind`` trains a projection on.
+BOUND_BACKBONES = {"sat": "bluemarble", "image": "efficientnet-lite0", "text": "minilm"}
+
+
+def load_bound_encoder(
+    spec: str | Path,
+    *,
+    modality: str,
+    encoder_id: str,
+    device: str | None = None,
+    precision: str = "fp32",
+    **options: float,
+) -> Encoder:
+    """``spec``: a folder written by ``ecomodal train bind`` for ``sat``, ``image`` or ``text`` (a
+    projection trained on the offline backbone's features): that backbone with its projection,
+    so ``load_encoder("sat", "local-dir:RUN/bind-sat/best")`` gives the bound encoder."""
+    if modality not in BOUND_BACKBONES:
+        raise UnknownEncoderError(
+            f"{spec} is a projection bound by `ecomodal train bind`; only "
+            f"{', '.join(BOUND_BACKBONES)} have an offline backbone to put it on, not {modality!r}."
+        )
+    return load_offline_encoder(
+        modality, spec, encoder_id=encoder_id, device=device, precision=precision, **options
+    )
 
 
 def _projected(
@@ -96,8 +148,10 @@ def _projected(
     """``backbone`` with the projection named by ``projection`` (see :func:`_projection_from`),
     and its :class:`EncoderInfo` (the description ends with what the projection is)."""
     model = ProjectedBackbone(backbone, feature_dim)
-    note = _projection_from(projection, model)
+    note = _projection_from(projection, model, modality=info["modality"], encoder_id=info["id"])
     out = model.projection
+    if isinstance(out, nn.Sequential):
+        out = out[-1]
     dim = out.out_features if isinstance(out, nn.Linear) else feature_dim
     return model, EncoderInfo(dim=dim, description=f"{description}, {note}", **info)
 
@@ -160,11 +214,11 @@ class BlueMarbleSatEncoder(Encoder):
         self.image_px = int(image_px)
 
     def prepare(self, columns) -> Prepared:
-        from ecomodal.encoders.location import check_coordinates
+        from ecomodal.encoders.location import check_coordinates, numeric_degrees
         from ecomodal.io.imagery import blue_marble_patches
 
         good, lon, errors = check_coordinates(columns["lat"], columns["lon"])
-        lat = np.asarray(columns["lat"], dtype=np.float64)[good]
+        lat = numeric_degrees(columns["lat"], "lat")[good]
         patches = blue_marble_patches(lat, lon[good], size_deg=self.size_deg, out_px=self.image_px)
         # EfficientNet-Lite expects inputs scaled to [-1, 1].
         return Prepared(patches.mul_(2.0).sub_(1.0).to(self.device), good, errors)

@@ -166,7 +166,7 @@ def load_encoder(
     name = str(spec) if spec is not None else default_encoder_name(modality)
     entry = registered_encoders().get(modality, {}).get(name)
     if entry is None:
-        entry = {"spec": name}
+        entry = _bound_folder_entry(modality, name) or {"spec": name}
     if "loader" not in entry:
         entry = {**_folder_entry(modality), **entry}
     target = str(entry.get("spec", name))
@@ -193,6 +193,45 @@ def load_encoder(
         if hint is None:
             raise
         raise ModelNotFoundError(f"{err} {hint}") from err
+
+
+#: What ``ecomodal train bind`` writes into the ``config.json`` of the folders it saves.
+TRAINED_BY_BIND = "ecomodal train bind"
+
+
+def _bound_folder_entry(modality: str, spec: str) -> dict[str, Any] | None:
+    """For a folder written by ``ecomodal train bind``: the entry that loads it as what it is.
+
+    A projection bound on an offline backbone's features (``sat``, ``image``, ``text``) loads as
+    that backbone plus the projection; the folders of ``env`` (SINR) and ``loc`` (GeoCLIP) load
+    with their modality's own folder loader. A folder bound for another modality is an error."""
+    from ecomodal.encoders.offline import BOUND_BACKBONES
+
+    if parse_model_spec(spec).kind != "local-dir":
+        return None
+    folder = Path(parse_model_spec(spec).location).expanduser()
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None  # the modality's loader reports an unreadable config
+    if not isinstance(config, Mapping) or config.get("trained_by") != TRAINED_BY_BIND:
+        return None
+    trained = config.get("modality")
+    if trained and trained != modality:
+        raise InvalidArgumentError(
+            f"{folder} holds the {trained!r} encoder bound by `ecomodal train bind`, not one "
+            f"for {modality!r}; load it as --encoder {trained}=local-dir:{folder}."
+        )
+    if modality not in BOUND_BACKBONES or "in_dim" not in config:
+        return None
+    backbone = registered_encoders()[modality][BOUND_BACKBONES[modality]]
+    return {
+        **{k: v for k, v in backbone.items() if k not in ("default", "offline")},
+        "spec": str(folder),
+        "loader": "ecomodal.encoders.offline:load_bound_encoder",
+        "description": f"{backbone.get('description', '')}; projection bound in {folder}",
+    }
 
 
 def offline_hint(modality: str, spec: str) -> str | None:

@@ -120,6 +120,21 @@ def check_state_dict(
             )
 
 
+def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Raise :class:`CheckpointError` naming ``source`` and the first floating-point tensor that
+    holds NaN or inf values (a corrupt file, or weights saved from a diverged run)."""
+    for name, tensor in tensors.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has {bad} NaN or inf value(s) of {tensor.numel()}; "
+                "the checkpoint is corrupt or was saved from a diverged run."
+            )
+
+
 def load_state_dict_strict(
     module: nn.Module,
     tensors: Mapping[str, torch.Tensor],

@@ -41,6 +41,7 @@ from ecomodal._version import __version__
 from ecomodal.errors import InvalidArgumentError, TableFormatError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.records import _read_table, failure_schema, read_records
+from ecomodal.options import check_range, parse_list
 
 FAILURES_NAME = "fetch_failures.parquet"
 
@@ -102,6 +103,22 @@ class _Fatal(Exception):
 
 class _Interrupted(Exception):
     """The run is being stopped (Ctrl-C in the main thread)."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) URLs only: a redirect to ``ftp://`` (which urllib would
+    follow) or any other scheme fails the URL, naming the redirect, before a connection opens."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's)
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            with contextlib.suppress(OSError):
+                fp.read()
+                fp.close()
+            raise _Fatal(
+                f"refused redirect (HTTP {code}) to {newurl}: only http and https URLs are followed"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class _RateLimiter:
@@ -171,23 +188,19 @@ def fetch_media(
         TableFormatError: the table is unreadable or lacks one of ``columns``.
         InvalidArgumentError: a bad option (a ValueError).
     """
-    if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",")]
-    columns = list(dict.fromkeys(c for c in columns if c))
+    given = columns
+    columns = list(dict.fromkeys(parse_list(columns)))
     if not columns:
-        raise InvalidArgumentError("No URL columns given.")
-    if max_concurrency < 1:
-        raise InvalidArgumentError(f"max_concurrency must be >= 1, got {max_concurrency}.")
-    if per_host_rate is not None and per_host_rate < 0:
         raise InvalidArgumentError(
-            f"per_host_rate must be positive (or 0/None: no limit), got {per_host_rate}."
+            f"columns names no URL column; got {given!r}. Expected comma-separated column "
+            "names, e.g. image_url,sound_url."
         )
-    if retries < 0:
-        raise InvalidArgumentError(f"retries must be >= 0, got {retries}.")
-    if backoff < 0 or timeout <= 0:
-        raise InvalidArgumentError(
-            f"backoff must be >= 0 and timeout > 0, got {backoff} and {timeout}."
-        )
+    check_range(max_concurrency, "max_concurrency", minimum=1, integer=True)
+    if per_host_rate is not None:
+        check_range(per_host_rate, "per_host_rate", minimum=0)
+    check_range(retries, "retries", minimum=0, integer=True)
+    check_range(backoff, "backoff", minimum=0)
+    check_range(timeout, "timeout", minimum=0, exclusive_minimum=True)
 
     path = Path(records)
     ids = [str(i) for i in read_records(path, column_map=column_map).column("id").to_pylist()]
@@ -254,7 +267,7 @@ class _Fetcher:
         self.limiter = _RateLimiter(rate, self.stop)
         self.rng = random.Random(0)  # seeded jitter: runs are reproducible
         self.rng_lock = threading.Lock()
-        self.opener = urllib.request.build_opener()
+        self.opener = urllib.request.build_opener(_HttpOnlyRedirects())
         self.opener.addheaders = [("User-Agent", _user_agent())]
 
     def run(self, tasks: Sequence[_Task]) -> Iterator[tuple[_Task, int | str]]:

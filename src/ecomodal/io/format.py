@@ -175,7 +175,8 @@ def column_to_numpy(
             )
         # The child holds a slot for every row, null rows included; `.values` ignores the slice.
         child = array.values.slice(array.offset * width, n * width)
-        values = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=True)
+        with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused later
+            values = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=True)
         values = values.reshape(n, width)
         if not present.all():
             values[~present] = 0.0
@@ -189,11 +190,12 @@ def column_to_numpy(
             f"{int(lengths[row])} values; expected {dim}."
         )
     flat = array.flatten().to_numpy(zero_copy_only=False)
-    if present.all():
-        values = flat.astype(np.float32, copy=True).reshape(n, dim)
-    else:
-        values = np.zeros((n, dim), dtype=np.float32)
-        values[present] = flat.reshape(-1, dim)
+    with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused later
+        if present.all():
+            values = flat.astype(np.float32, copy=True).reshape(n, dim)
+        else:
+            values = np.zeros((n, dim), dtype=np.float32)
+            values[present] = flat.reshape(-1, dim)
     return values, present
 
 
@@ -214,6 +216,18 @@ def parse_metadata(path: Path, schema: pa.Schema) -> dict[str, dict[str, Any]] |
         raise TableFormatError(
             f"{path}: malformed {METADATA_KEY.decode()} metadata: {err}"
         ) from err
+    for column, entry in described.items():
+        dim, encoder = entry.get("dim"), entry.get("encoder")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise TableFormatError(
+                f"{path}: the {METADATA_KEY.decode()} metadata gives column {column!r} dimension "
+                f"{dim!r}; expected a whole number >= 1."
+            )
+        if encoder is not None and not isinstance(encoder, str):
+            raise TableFormatError(
+                f"{path}: the {METADATA_KEY.decode()} metadata gives column {column!r} encoder "
+                f"{encoder!r}; expected a name (a string) or null."
+            )
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise TableFormatError(
             f"{path}: format_version {version!r} is not supported (this ecomodal reads up to "

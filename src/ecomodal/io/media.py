@@ -93,10 +93,28 @@ def load_image(value: Any):
     source = _source_bytes_or_path(value)
     try:
         with Image.open(source) as image:
+            _check_pixel_count(image.size)
             image.load()
             return image.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise MediaError(f"image not decoded: {err}") from None
+    except MediaError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MediaError(f"cannot decode image: {err}") from None
+
+
+def _check_pixel_count(size: tuple[int, int]) -> None:
+    """A photo declaring more pixels than Pillow's decompression-bomb limit is a row error, before
+    anything is decoded (a 20000 x 20000 header would take 1.2 GB)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise MediaError(
+            f"image declares {size[0]} x {size[1]} pixels, more than the {limit:,} allowed (a "
+            "possible decompression bomb); not decoded"
+        )
 
 
 # ---------------------------------------------------------------------------- audio

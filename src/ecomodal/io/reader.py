@@ -28,6 +28,7 @@ from ecomodal.io.format import (
     parse_metadata,
 )
 from ecomodal.io.validate import BatchOrigin, Validator
+from ecomodal.modalities import MODALITIES
 
 __all__ = ["EmbeddingTable", "TableLike", "as_batch", "read_embeddings"]
 
@@ -55,6 +56,12 @@ class EmbeddingTable:
             self.schema: pa.Schema = parquet.schema_arrow
             self.num_rows: int = parquet.metadata.num_rows
         names = self.schema.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise TableFormatError(
+                f"{self.path} has several columns named {', '.join(map(repr, repeated))}; "
+                "column names must be unique."
+            )
         if ID_COLUMN not in names:
             raise TableFormatError(
                 f"{self.path} has no {ID_COLUMN!r} column; an embedding table needs unique string "
@@ -77,6 +84,7 @@ class EmbeddingTable:
                     f"file does not have (columns: {', '.join(names)})."
                 )
             embedding = [n for n in names if n in described]
+        self._check_modality_columns(embedding)
         self._described = described
         self._embedding: list[str] = embedding
         self._all_encoders = {n: described.get(n, {}).get("encoder") for n in embedding}
@@ -96,6 +104,10 @@ class EmbeddingTable:
                         f"the metadata says {meta_dim}."
                     )
                 self._dims[name] = arrow_type.list_size
+                if not arrow_type.list_size:
+                    raise TableFormatError(
+                        f"{self.path}: embedding column {name!r} has dimension 0 ({arrow_type})."
+                    )
             elif meta_dim is not None:
                 self._dims[name] = int(meta_dim)
         self.extra_columns: list[str] = [n for n in names if n != ID_COLUMN and n not in embedding]
@@ -104,6 +116,23 @@ class EmbeddingTable:
         self.modalities: list[str] = selected
         self.dims: dict[str, int] = {m: self._dim(m) for m in selected}
         self.encoders: dict[str, str | None] = {m: self._all_encoders[m] for m in selected}
+
+    def _check_modality_columns(self, embedding: Sequence[str]) -> None:
+        """A column named like a modality must be an embedding column, never carried as an
+        ordinary one (the completion would silently run without it)."""
+        for name in self.schema.names:
+            if name not in MODALITIES or name in embedding:
+                continue
+            arrow_type = self._type(name)
+            if is_embedding_type(arrow_type):
+                why = "the ecomodal metadata does not describe it"
+            else:
+                why = f"it has type {arrow_type}"
+            raise TableFormatError(
+                f"{self.path}: column {name!r} is named like a modality but {why}; a modality "
+                "column must hold embeddings of type fixed_size_list<float32>[dim] (cast it to "
+                "float32 lists, or rename it to carry it as an ordinary column)."
+            )
 
     def _type(self, name: str) -> pa.DataType:
         return self.schema.field(name).type

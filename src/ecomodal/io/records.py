@@ -99,17 +99,48 @@ def read_records(
         table = table.append_column("id", ids)
     else:
         index = table.column_names.index("id")
-        ids = pc.cast(table.column("id"), pa.string())
+        try:
+            ids = pc.cast(table.column("id"), pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise TableFormatError(
+                f"{path}: column 'id' holds {table.schema.field('id').type} values; expected "
+                "strings or numbers, one per row."
+            ) from None
         if ids.null_count:
             row = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
             raise TableFormatError(f"{path}: row {row} has no id.")
         table = table.set_column(index, "id", ids)
     _check_unique(table.column("id"), path)
+    sources = dict(zip(new_names, names, strict=True))
     for name in ("lat", "lon"):
-        if name in table.column_names and not pa.types.is_floating(table.schema.field(name).type):
+        if name not in table.column_names:
+            continue
+        kind = table.schema.field(name).type
+        if not _coordinate_type(kind):
+            source = sources.get(name, name)
+            label = repr(name) if source == name else f"{source!r} (used as {name!r})"
+            raise TableFormatError(
+                f"{path}: column {label} holds {kind} values; expected numbers in degrees "
+                "(floats, integers or numeric strings)."
+            )
+        if not pa.types.is_floating(kind):
             index = table.column_names.index(name)
             table = table.set_column(index, name, _to_float(table.column(name), path, name))
     return table
+
+
+def _coordinate_type(kind: pa.DataType) -> bool:
+    """Types a coordinate column may have: numbers, numeric strings, or all null (not booleans,
+    whose True would silently read as 1.0 degree, nor dates, lists or binary)."""
+    return (
+        pa.types.is_floating(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_null(kind)
+        or (pa.types.is_dictionary(kind) and _coordinate_type(kind.value_type))
+    )
 
 
 def _orient(mapping: Mapping[str, str], names: Sequence[str], path: Path) -> dict[str, str]:
@@ -119,8 +150,14 @@ def _orient(mapping: Mapping[str, str], names: Sequence[str], path: Path) -> dic
     for left, right in mapping.items():
         if left in names:
             out[right] = left
-        elif right in names:
+        elif right in names and left in ALIASES:
             out[left] = right
+        elif right in names:
+            raise TableFormatError(
+                f"{path}: column map {left}={right}: the records have no column {left!r}, and "
+                f"{left!r} is not a name ecomodal knows ({', '.join(ALIASES)}); expected "
+                "COLUMN=NAME, e.g. decimalLatitude=lat."
+            )
         else:
             raise TableFormatError(
                 f"{path}: column map {left}={right} names no column; the columns are {list(names)}."

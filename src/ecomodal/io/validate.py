@@ -7,7 +7,7 @@ and ids unique across the whole stream. Its messages name the file and row (a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,53 @@ from ecomodal.errors import InvalidEmbeddingsError
 
 if TYPE_CHECKING:
     from ecomodal.io.batch import EmbeddingBatch
+
+
+#: The least L2 norm a vector can be scaled to unit length from (``F.normalize``'s floor).
+MIN_NORM = 1e-12
+
+
+def check_normalisable(
+    values: np.ndarray,
+    rows: np.ndarray,
+    *,
+    source: str,
+    column: str,
+    ids: Sequence[object] | np.ndarray | None = None,
+    offset: int = 0,
+) -> None:
+    """Raise :class:`InvalidEmbeddingsError` for the first of ``rows`` (a bool mask) of
+    ``values`` [N, D] whose float32 L2 norm is not finite and at least :data:`MIN_NORM`.
+
+    Such a vector (finite values as large as 1e30, or as small as 1e-30) would be normalised to
+    zeros or garbage and its modality silently lost; the message names ``source``, ``column`` and
+    the row (counted from ``offset``, with its id when ``ids`` are given).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    rows = np.asarray(rows, dtype=bool)
+    if not len(values) or not rows.any():
+        return
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norms = np.linalg.norm(values, axis=-1)
+    bad = rows & ~(np.isfinite(norms) & (norms >= MIN_NORM))
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    with np.errstate(invalid="ignore"):
+        largest = float(np.nanmax(np.abs(values[row]))) if values.shape[-1] else 0.0
+    if not np.isfinite(values[row]).all():
+        reason = "has NaN or inf values"
+    elif np.isfinite(norms[row]):
+        reason = f"has L2 norm {float(norms[row]):.3g}, too small to normalise (values up to {largest:.3g})"
+    else:
+        reason = f"has values up to {largest:.3g}, whose L2 norm overflows float32"
+    name = f" (id {ids[row]!r})" if ids is not None else ""
+    count = int(bad.sum())
+    raise InvalidEmbeddingsError(
+        f"{source}: column {column!r}, row {offset + row}{name} {reason}; an embedding must be "
+        f"a finite vector with an L2 norm between {MIN_NORM:g} and 3.4e38 (float32)"
+        + (f" ({count} such rows in this batch)." if count > 1 else ".")
+    )
 
 
 @dataclass(frozen=True)

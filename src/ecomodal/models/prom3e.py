@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecomodal.devices import resolve_device
 from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_finite,
     load_state_dict_strict,
     read_config,
     read_weights,
     save_checkpoint,
 )
-from ecomodal.modalities import MODALITIES, parse_modalities
+from ecomodal.io.validate import check_normalisable
+from ecomodal.modalities import parse_modalities
+from ecomodal.models.config import ProM3EConfig
 from ecomodal.models.layers import (
     EncoderBlock,
     MLPBlock,
@@ -43,69 +46,8 @@ from ecomodal.models.layers import (
     dropout,
 )
 from ecomodal.models.outputs import Completion, EncoderOutput  # noqa: F401  (re-exported)
-from ecomodal.precision import precision_context
-
-
-@dataclass
-class ProM3EConfig:
-    """Constructor arguments of :class:`ProM3E`; stored as ``config.json`` beside the weights.
-
-    The defaults are the published model (27.33 M parameters).
-    """
-
-    input_dim: int = 512
-    embed_dim: int = 1024
-    num_modalities: int = 6
-    depth: int = 1
-    heads: int = 8
-    mlp_dim: int = 2048
-    num_register_tokens: int = 4
-    num_cls_tokens: int = 2
-    masked_only: bool = False
-    dropout: float = 0.1
-    lambda_kl: float = 1e-3
-    modalities: tuple[str, ...] = MODALITIES
-
-    def __post_init__(self) -> None:
-        self.modalities = tuple(self.modalities)
-        if len(self.modalities) != self.num_modalities:
-            if self.num_modalities == len(MODALITIES) or self.modalities != MODALITIES:
-                raise CheckpointError(
-                    f"ProM3E config: num_modalities={self.num_modalities} but modalities has "
-                    f"{len(self.modalities)} names {list(self.modalities)}."
-                )
-            self.modalities = tuple(f"m{i}" for i in range(self.num_modalities))
-        if len(set(self.modalities)) != len(self.modalities):
-            raise CheckpointError(f"ProM3E config: duplicate modality names {self.modalities}.")
-        if self.num_cls_tokens != 2:
-            raise CheckpointError(
-                f"ProM3E config: num_cls_tokens must be 2 (mu and logvar); got {self.num_cls_tokens}."
-            )
-        for name in ("input_dim", "embed_dim", "depth", "heads", "mlp_dim"):
-            if int(getattr(self, name)) < 1:
-                raise CheckpointError(
-                    f"ProM3E config: {name} must be >= 1; got {getattr(self, name)}."
-                )
-        if self.embed_dim % self.heads:
-            raise CheckpointError(
-                f"ProM3E config: embed_dim={self.embed_dim} is not divisible by heads={self.heads}."
-            )
-
-    @property
-    def num_special_tokens(self) -> int:
-        """cls tokens + register tokens: the tokens every row starts with."""
-        return self.num_cls_tokens + self.num_register_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["modalities"] = list(self.modalities)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ProM3EConfig:
-        """Build from a ``config.json`` dict; keys that are not constructor arguments are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+from ecomodal.options import check_range
+from ecomodal.precision import check_precision, precision_context
 
 
 class ProM3E(nn.Module):
@@ -395,10 +337,15 @@ class ProM3E(nn.Module):
             precision: ``"fp32"`` or ``"bf16"`` (bfloat16 matrix products; completed embeddings
                 stay within cosine 0.999 of float32, see ``benchmarks/prom3e_throughput.py``).
         """
+        check_range(n_samples, "n_samples", minimum=0, integer=True)
+        check_range(batch_size, "batch_size", minimum=1, integer=True)
+        check_range(seed, "seed", integer=True)
+        check_precision(precision)
+        device = resolve_device(device) if device is not None else self.device
         as_numpy = not isinstance(embeddings, torch.Tensor)
         emb, pres = self._prepare_inputs(embeddings, present)
         vis = self._visible_mask(pres, visible)
-        device = torch.device(device) if device is not None else self.device
+        self._check_normalisable(emb, vis, getattr(embeddings, "ids", None))
         generator = torch.Generator(device=device).manual_seed(int(seed))
         was_training = self.training
         self.eval()
@@ -484,6 +431,13 @@ class ProM3E(nn.Module):
             )
         return emb, pres
 
+    def _check_normalisable(self, emb: torch.Tensor, visible: torch.Tensor, ids: Any) -> None:
+        """Every visible vector must have a finite L2 norm that normalisation can scale to 1."""
+        values = emb.detach().cpu().numpy()
+        rows = visible.detach().cpu().numpy()
+        for i, name in enumerate(self.modalities):
+            check_normalisable(values[:, i], rows[:, i], source="embeddings", column=name, ids=ids)
+
     def _visible_mask(
         self, present: torch.Tensor, visible: Sequence[str] | str | None
     ) -> torch.Tensor:
@@ -524,7 +478,7 @@ class ProM3E(nn.Module):
         values = read_config(config_path)
         try:
             config = ProM3EConfig.from_dict(values)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # CheckpointError is a ValueError too
             raise CheckpointError(f"{config_path}: {err}") from err
         tensors = read_weights(weights_path, map_location=map_location)
         model = cls(config)
@@ -533,7 +487,9 @@ class ProM3E(nn.Module):
         return model
 
     def load_weights(self, tensors: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-        """Load a published-format state dict strictly, with errors that name the mismatch."""
+        """Load a published-format state dict strictly, with errors that name the mismatch (or
+        the tensor holding NaN or inf values)."""
+        check_finite(tensors, source=source)
         load_state_dict_strict(
             self,
             tensors,

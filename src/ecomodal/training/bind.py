@@ -33,9 +33,15 @@ from ecomodal.errors import InvalidArgumentError, TrainingError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.models.bind import HEADS, BoundEncoder, build_encoder, check_head  # noqa: F401
 from ecomodal.models.losses import RANDOM_NEGATIVE_WEIGHTS, SYMMETRIC_WEIGHTS
-from ecomodal.training.callbacks import TrainResult, fit_resumably
+from ecomodal.options import check_range
+from ecomodal.training.callbacks import TrainResult, check_trained, fit_resumably
 from ecomodal.training.tasks import BindTask, retrieval_metrics  # noqa: F401
-from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
+from ecomodal.training.trainer import (
+    TrainerOptions,
+    check_accelerator_available,
+    check_training_numbers,
+    trainer_from_keywords,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +142,27 @@ def train_bind(
     Published settings: lr 1e-4, 20 epochs, batch 512 (loc, env) or 256, ``accumulate=8``.
     """
     options = trainer_from_keywords(trainer, trainer_options, function="train_bind")
+    check_training_numbers(
+        epochs=epochs,
+        batch_size=batch_size,
+        accumulate=accumulate,
+        seed=seed,
+        lr=lr,
+        weight_decay=weight_decay,
+        t0=t0,
+        val_fraction=val_fraction,
+        hidden=hidden,
+        num_negatives=num_negatives,
+    )
+    if direction_weights is not None:
+        if len(direction_weights) != 2:
+            raise InvalidArgumentError(
+                f"direction_weights must be two numbers; got {list(direction_weights)}."
+            )
+        for weight in direction_weights:
+            check_range(weight, "direction_weights", minimum=0)
+    check_accelerator_available(options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     head = check_head(head or ("sinr" if modality == "env" else "linear"))
     kind = resolve_loss(loss, modality)
     stack = None
@@ -199,6 +224,7 @@ def train_bind(
         t0=t0,
         seed=seed,
     )
+    out.mkdir(parents=True, exist_ok=True)
     trainer, trained = fit_resumably(
         task,
         BindDataModule(rows, batch_size=batch_size, seed=seed),
@@ -209,6 +235,7 @@ def train_bind(
     )
     result = BindResult(**vars(trained))
     if trainer.is_global_zero:
+        check_trained(result)
         model = model.cpu()
         if (result.best_dir / "model.safetensors").is_file():
             model.load_encoder_weights(result.best_dir)

@@ -13,10 +13,12 @@ writes ``cluster_sweep.csv`` / ``.json`` / ``.png``: which K comes closest to th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,17 +28,25 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from ecomodal.data.datamodules import EpochShuffleSampler
 from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
-from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError
+from ecomodal.errors import CheckpointError, InvalidArgumentError, InvalidEmbeddingsError
 from ecomodal.io.atomic import atomic_path
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.checkpoints import save_checkpoint
 from ecomodal.io.reader import TableLike, as_batch
 from ecomodal.models.heads import MarginClassifier, ProjectionHead
 from ecomodal.options import parse_numbers
-from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
+from ecomodal.training.callbacks import fit_resumably, load_resume_state
+from ecomodal.training.trainer import (
+    TrainerOptions,
+    check_accelerator_available,
+    check_training_numbers,
+    trainer_from_keywords,
+)
 from ecomodal.vectors import normalise
 
 log = logging.getLogger(__name__)
@@ -138,6 +148,42 @@ class ClusterDiscriminationTask(L.LightningModule):
             self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
+    @property
+    def model(self) -> HeadFolder:
+        """What a run's exports save (``last/`` after every epoch): the head's folder format."""
+        return HeadFolder(self.head)
+
+
+@dataclass(frozen=True)
+class HeadFolder:
+    """A :class:`ProjectionHead` written as ``config.json`` + ``model.safetensors``."""
+
+    head: ProjectionHead
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        config = {"in_dim": self.head.in_dim, "out_dim": self.head.out_dim}
+        return save_checkpoint(self.head, {**config, "hidden": self.head.hidden}, directory)
+
+
+class ClusterData(L.LightningDataModule):
+    """Batches of (features, cluster) rows in an order set by the seed and the epoch alone
+    (:class:`~ecomodal.data.datamodules.EpochShuffleSampler`), so a run resumed at an epoch
+    boundary sees the batches an uninterrupted run would."""
+
+    def __init__(self, features: np.ndarray, assignments: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.data = TensorDataset(
+            torch.from_numpy(np.asarray(features, np.float32)),
+            torch.from_numpy(np.asarray(assignments, np.int64)),
+        )
+        self.batch_size, self.seed = batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffleSampler(
+            len(self.data), self.batch_size, drop_last=False, seed=self.seed
+        )
+        return DataLoader(self.data, sampler=sampler, batch_size=None)
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -150,6 +196,9 @@ class HeadConfig:
     batch_size: int = 256
     lr: float = 1e-3
 
+    def __post_init__(self) -> None:
+        check_training_numbers(**asdict(self))  # every field has its range there
+
 
 @renamed_arguments(progress="show_progress")
 def train_cluster_head(
@@ -161,13 +210,17 @@ def train_cluster_head(
     seed: int = 0,
     accelerator: str = "cpu",
     show_progress: bool = False,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[ClusterDiscriminationTask, float]:
     """Train the head (see :class:`HeadConfig`) on ``features`` [N, F] to the clusters
     ``assignments`` [N]; returns the trained task and its last epoch's mean loss. Same seed,
-    same weights."""
-    c = config or HeadConfig()
-    from torch.utils.data import DataLoader, TensorDataset
+    same weights.
 
+    ``run_dir``: the run folder (resume state ``checkpoints/last.ckpt`` after every epoch, ``last/``,
+    ``metrics.csv`` with each epoch once; default: a temporary folder); with ``resume``, a run
+    killed there continues at the next epoch and ends with the weights of an uninterrupted run."""
+    c = config or HeadConfig()
     L.seed_everything(seed, workers=True, verbose=False)
     task = ClusterDiscriminationTask(
         features.shape[1],
@@ -177,25 +230,48 @@ def train_cluster_head(
         scale=c.scale,
         lr=c.lr,
     )
-    data = TensorDataset(
-        torch.from_numpy(np.asarray(features, np.float32)), torch.from_numpy(assignments)
-    )
-    loader = DataLoader(
-        data, batch_size=c.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-    )
-    trainer = L.Trainer(
-        max_epochs=c.epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=show_progress,
-        enable_model_summary=False,
-        deterministic=True,
-    )
-    trainer.fit(task, train_dataloaders=loader)
-    loss = trainer.callback_metrics.get("train/loss")
-    return task.cpu().eval(), float(loss) if loss is not None else math.nan
+    data = ClusterData(features, assignments, c.batch_size, seed)
+    options = TrainerOptions(accelerator=accelerator, resume=resume, show_progress=show_progress)
+    with contextlib.ExitStack() as stack:
+        out = Path(run_dir or stack.enter_context(tempfile.TemporaryDirectory()))
+        if resume:
+            _check_resume_state(out / "checkpoints" / "last.ckpt", task)
+        _, result = fit_resumably(
+            task, data, out, epochs=c.epochs, trainer=options, deterministic=True
+        )
+        loss = _last_train_loss(result.metrics_path)
+    return task.cpu().eval(), loss
+
+
+def _check_resume_state(path: Path, task: ClusterDiscriminationTask) -> None:
+    """A resume state in ``path`` must come from this head and these clusters: a
+    :class:`CheckpointError` names what differs (a run with other options or data)."""
+    if not path.is_file():
+        return
+    state = load_resume_state(path)
+    saved = dict(state.get("hyper_parameters") or {})
+    for name, value in task.hparams.items():
+        if saved.get(name) != value:
+            raise CheckpointError(
+                f"{path}: written by a run with {name}={saved.get(name)!r}, this one has "
+                f"{name}={value!r}; delete it to train this K again, or pass --no-resume "
+                "(resume=False)."
+            )
+    centres = state["state_dict"].get("classifier.centres")
+    if centres is None or not torch.equal(centres, task.classifier.centres.cpu()):
+        raise CheckpointError(
+            f"{path}: written for other k-means clusters (another table, seed or --niter); "
+            "delete it to train this K again, or pass --no-resume (resume=False)."
+        )
+
+
+def _last_train_loss(metrics: Path) -> float:
+    """The mean training loss of the last epoch in a run's ``metrics.csv`` (NaN without one)."""
+    if not metrics.is_file():
+        return math.nan
+    with metrics.open(newline="") as handle:
+        losses = [row["train/loss"] for row in csv.DictReader(handle) if row.get("train/loss")]
+    return float(losses[-1]) if losses else math.nan
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -323,8 +399,11 @@ def cluster_sweep(
     ``text`` embeddings (if the table has them) and ``shots``-shot nearest-centroid accuracy
     (mean of ``repeats`` seeded draws). The ``reference`` column (default: ``embedding``) is
     scored the same way. Writes ``cluster_sweep.csv`` (one row per K), ``cluster_sweep.json``
-    (with the reference and the K closest to it) and ``cluster_sweep.png``. With ``resume``, a K
-    whose ``metrics.json`` exists is not redone.
+    (with the reference and the K closest to it) and ``cluster_sweep.png``. Each K's head keeps
+    its resume state in ``out/k{K}/checkpoints/last.ckpt`` after every epoch (and ``last/``,
+    ``metrics.csv``). With ``resume``, a K whose ``metrics.json`` exists is not redone, and a K
+    stopped mid-training (killed) continues at the next epoch, ending with the weights and
+    scores of an uninterrupted sweep.
 
     ``trainer``: :class:`~ecomodal.training.trainer.TrainerOptions` (default: no progress bar);
     the heads train on one ``accelerator`` device in fp32, so only ``accelerator``, ``resume``
@@ -335,8 +414,9 @@ def cluster_sweep(
         trainer, trainer_options, function="cluster_sweep", default=SWEEP_TRAINER
     )
     _check_single_device(options)
+    check_training_numbers(shots=shots, repeats=repeats, niter=niter, seed=seed)
+    check_accelerator_available(options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     k_values = parse_ks(ks)
     batch = as_batch(data)
     features = features or embedding
@@ -359,6 +439,7 @@ def cluster_sweep(
         "seed": seed,
     }
     ref_scores = evaluate_embeddings(batch, reference, **scored)
+    out.mkdir(parents=True, exist_ok=True)
     runs: list[ClusterRun] = []
     all_rows = np.flatnonzero(batch.has_all([features]))
     for k in k_values:
@@ -377,6 +458,8 @@ def cluster_sweep(
             seed=seed,
             accelerator=options.accelerator,
             show_progress=options.show_progress,
+            run_dir=run_dir,
+            resume=options.resume,
         )
         with torch.no_grad():
             projected = task(torch.from_numpy(batch.embeddings[features][all_rows])).cpu().numpy()
@@ -386,12 +469,7 @@ def cluster_sweep(
         present[all_rows] = True
         scored_batch = _with_column(batch, "cluster_head", head_column, present)
         scores = evaluate_embeddings(scored_batch, "cluster_head", **scored)
-        config = {
-            "in_dim": int(task.head.in_dim),
-            "out_dim": int(task.head.out_dim),
-            "hidden": int(task.head.hidden),
-        }
-        save_checkpoint(task.head, config, run_dir)
+        task.model.save_pretrained(run_dir)
         with atomic_path(run_dir / "centres.npy") as tmp, tmp.open("wb") as handle:
             np.save(handle, clusters.centres)
         run = ClusterRun(

@@ -12,13 +12,18 @@ import lightning as L
 
 from ecomodal.data.datamodules import EmbeddingDataModule
 from ecomodal.deprecation import renamed_arguments
-from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.errors import InvalidEmbeddingsError, UnknownModalityError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.models.prom3e import ProM3EConfig
+from ecomodal.models.config import ProM3EConfig
 from ecomodal.precision import lightning_precision
-from ecomodal.training.callbacks import TrainResult, fit_resumably
-from ecomodal.training.tasks import ProM3ETask
-from ecomodal.training.trainer import TrainerOptions, trainer_from_keywords
+from ecomodal.training.callbacks import TrainResult, check_trained, fit_resumably
+from ecomodal.training.tasks import ProM3ETask, check_visible
+from ecomodal.training.trainer import (
+    TrainerOptions,
+    check_accelerator_available,
+    check_training_numbers,
+    trainer_from_keywords,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,23 @@ def train_prom3e(
     ``progress=`` is the deprecated name of ``show_progress=``.
     """
     options = trainer_from_keywords(trainer, trainer_options, function="train_prom3e")
+    check_training_numbers(
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        weight_decay=weight_decay,
+        t0=t0,
+        val_fraction=val_fraction,
+        num_workers=num_workers,
+    )
+    if not isinstance(model_config, ProM3EConfig):
+        sizes = ("input_dim", "embed_dim", "depth", "heads", "mlp_dim", "dropout")
+        check_training_numbers(**{k: v for k, v in dict(model_config or {}).items() if k in sizes})
+    check_accelerator_available(options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if modalities is not None:
+        check_modalities(data, modalities)
     if isinstance(model_config, ProM3EConfig):
         config = model_config
     else:
@@ -71,6 +91,17 @@ def train_prom3e(
         config = ProM3EConfig.from_dict(
             {**config.to_dict(), "modalities": list(modalities), "num_modalities": len(modalities)}
         )
+    check_visible(visible_counts, visible_probs, config.num_modalities)
+    datamodule = EmbeddingDataModule(
+        data,
+        modalities=config.modalities,
+        input_dim=config.input_dim,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    datamodule.setup("fit")  # a table too small to train on is refused before anything is written
     L.seed_everything(seed, workers=True, verbose=False)
     task = ProM3ETask(
         config.to_dict(),
@@ -81,15 +112,7 @@ def train_prom3e(
         visible_probs=tuple(visible_probs),
         seed=seed,
     )
-    datamodule = EmbeddingDataModule(
-        data,
-        modalities=config.modalities,
-        input_dim=config.input_dim,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        num_workers=num_workers,
-    )
+    out.mkdir(parents=True, exist_ok=True)
     trainer, result = fit_resumably(
         task,
         datamodule,
@@ -99,6 +122,7 @@ def train_prom3e(
         deterministic=False,
     )
     if trainer.is_global_zero:
+        check_trained(result)
         summary = {
             "best_val_loss": result.best_val_loss,
             "best_epoch": result.best_epoch,
@@ -114,16 +138,30 @@ def train_prom3e(
     return result
 
 
-def infer_input_dim(data, modalities: Sequence[str] | None = None) -> int:
-    """The common dimension of the table's embedding columns (those in ``modalities``)."""
+def _dims(data) -> tuple[dict[str, int], str]:
+    """The dimension of each embedding column of ``data`` (a table path or a batch), and a name
+    for it in messages."""
     if isinstance(data, (str, Path)):
         from ecomodal.io.reader import read_embeddings
 
-        dims = read_embeddings(data).dims
-        source = str(data)
-    else:
-        dims = {name: values.shape[1] for name, values in data.embeddings.items()}
-        source = "the batch"
+        return dict(read_embeddings(data).dims), str(data)
+    return {name: values.shape[1] for name, values in data.embeddings.items()}, "the batch"
+
+
+def check_modalities(data, modalities: Sequence[str]) -> None:
+    """An :class:`UnknownModalityError` naming every requested modality that ``data`` lacks."""
+    dims, source = _dims(data)
+    missing = [name for name in modalities if name not in dims]
+    if missing or not modalities:
+        raise UnknownModalityError(
+            f"modalities {missing or list(modalities)} not found: {source} has the embedding "
+            f"columns {sorted(dims)}."
+        )
+
+
+def infer_input_dim(data, modalities: Sequence[str] | None = None) -> int:
+    """The common dimension of the table's embedding columns (those in ``modalities``)."""
+    dims, source = _dims(data)
     if modalities is not None:
         dims = {k: v for k, v in dims.items() if k in modalities}
     if len(set(dims.values())) != 1:

@@ -12,6 +12,7 @@ import torch
 
 from ecomodal.errors import InvalidArgumentError, TrainingError
 from ecomodal.models.bind import BoundEncoder
+from ecomodal.models.config import ProM3EConfig
 from ecomodal.models.losses import (
     SYMMETRIC_WEIGHTS,
     clamp_logit_scale_,
@@ -20,7 +21,8 @@ from ecomodal.models.losses import (
     random_negative_loss,
     supervised_contrastive_loss,
 )
-from ecomodal.models.prom3e import ProM3E, ProM3EConfig
+from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
 from ecomodal.seeding import mix_seed
 from ecomodal.training.callbacks import adamw_with_restarts
 
@@ -54,6 +56,31 @@ def draw_visible(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n_mod, device=device).expand(batch, -1))
     return (rank < k.unsqueeze(1)) & present
+
+
+def check_visible(
+    counts: Sequence[int], probs: Sequence[float], num_modalities: int, *, flags: bool = False
+) -> None:
+    """The training mask's ``visible_counts`` (each 1 ... ``num_modalities``; a row shows at most
+    the modalities it has, so the published ``(1, 2)`` also stays valid with one modality) and
+    ``visible_probs`` (as many, each in [0, 1], summing to 1); else an
+    :class:`InvalidArgumentError` saying what was expected and what was given (naming the
+    command line flags with ``flags``)."""
+    counts, probs = list(counts), list(probs)
+    count_name, prob_name = (
+        ("--visible-counts", "--visible-probs") if flags else ("visible_counts", "visible_probs")
+    )
+    if not counts or len(counts) != len(probs):
+        raise InvalidArgumentError(
+            f"{count_name} and {prob_name} must have the same, non-zero length; got "
+            f"{counts} ({len(counts)}) and {probs} ({len(probs)})."
+        )
+    for count in counts:
+        check_range(count, count_name, minimum=1, maximum=max(num_modalities, 2), integer=True)
+    for prob in probs:
+        check_range(prob, prob_name, minimum=0, maximum=1)
+    if abs(sum(probs) - 1.0) > 1e-6:
+        raise InvalidArgumentError(f"{prob_name} must sum to 1; got {probs} (sum {sum(probs):g}).")
 
 
 class TrainingTask(L.LightningModule):
@@ -140,12 +167,8 @@ class ProM3ETask(TrainingTask):
         super().__init__()
         self.save_hyperparameters()
         config = ProM3EConfig.from_dict(dict(model_config or {}))
+        check_visible(visible_counts, visible_probs, config.num_modalities)
         self.model = ProM3E(config)
-        if len(visible_counts) != len(visible_probs) or min(visible_counts) < 1:
-            raise InvalidArgumentError(
-                "visible_counts and visible_probs must have the same length and counts must be "
-                f">= 1; got {list(visible_counts)} and {list(visible_probs)}."
-            )
 
     @property
     def config(self) -> ProM3EConfig:
