@@ -31,7 +31,7 @@ CASES = [
     (["slurm", "train", "--cpus-per-task", "0", *TRAIN], ["--cpus-per-task", "got 0"]),
     (["slurm", "train", "--time", "soon", *TRAIN], ["--time 'soon'", "12:00:00"]),
     (["slurm", "train", "--mem", "lots", *TRAIN], ["--mem"]),
-    (["slurm", "train", "--output", "IN/a", *TRAIN], ["--output", "is a folder"]),
+    (["slurm", "train", "--output", "IN/a", *TRAIN], ["--output", "is an existing folder"]),
     (["slurm", "embed", "--nodes", "0", "--", "--records", "IN/val.csv", "--out", "OUT/e.parquet"],
      ["--nodes must be at least 1"]),
 ]  # fmt: skip

@@ -79,14 +79,15 @@ class MapSetup:
     def check(self, out: Path, seed: int) -> None:
         """The shared options and the outputs, checked before any work: a bad value costs
         nothing and leaves nothing behind."""
-        from ecomodal.maps.output import check_output_path
+        from ecomodal.io.atomic import check_output_path
 
         self.bbox()
         check_range(self.resolution, "--resolution", minimum=0, exclusive_minimum=True,
                     maximum=180)  # fmt: skip
         check_range(seed, "--seed", minimum=0, integer=True)
-        check_output_path(out, "--out")
-        check_output_path(self.preview, "--preview")
+        check_output_path(out, what="--out")
+        if self.preview is not None:
+            check_output_path(self.preview, what="--preview")
         if self.preview is not None and self.preview.resolve() == out.resolve():
             raise typer.BadParameter(
                 f"--preview {self.preview} is the --out GeoTIFF; give the PNG another path."

@@ -95,8 +95,10 @@ def _slurm_command(
         setup: Setup = None,
         output: Output = None,
     ) -> None:
-        if output is not None and output.is_dir():
-            raise typer.BadParameter(f"--output {output} is a folder; expected a script file path.")
+        if output is not None:
+            from ecomodal.io.atomic import check_output_path
+
+            check_output_path(output, what="--output")
         make_script = prepare(args)
         resources = _resources(
             nodes=nodes,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import InvalidArgumentError, MapError, UnknownBandError
+from ecomodal.errors import MapError, UnknownBandError
 from ecomodal.io.rasters import GeoTiffLayout, open_geotiff_writer
 from ecomodal.maps.grid import Grid
 
@@ -43,21 +43,6 @@ class GridMap:
                 raise UnknownBandError(f"The map has no band {name!r}; it has {self.band_names}.")
             name = self.band_names.index(name)
         return self.values[name]
-
-
-def check_output_path(path: str | os.PathLike[str] | None, name: str = "out") -> None:
-    """An output file path (``None``: none asked for) that can be written: not a folder, and
-    not below a file. Checked before any work, so that a bad path costs nothing."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidArgumentError(f"{name} {path} is a folder; expected the path of a file.")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise InvalidArgumentError(
-                f"{name} {path}: {parent} is a file, so nothing can be written below it."
-            )
 
 
 def write_map(

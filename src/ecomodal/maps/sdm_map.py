@@ -15,6 +15,7 @@ from sklearn.base import clone
 
 from ecomodal.encoders.base import Encoder
 from ecomodal.errors import InvalidArgumentError, MapError
+from ecomodal.io.atomic import check_output_path
 from ecomodal.maps.cache import (
     DEFAULT_CHUNK_ROWS,
     GridEmbeddings,
@@ -24,7 +25,7 @@ from ecomodal.maps.cache import (
 )
 from ecomodal.maps.embedding import sample_cells
 from ecomodal.maps.grid import Grid, make_grid
-from ecomodal.maps.output import GridMap, check_output_path, write_map
+from ecomodal.maps.output import GridMap, write_map
 from ecomodal.maps.sdm import EmbeddingSDM
 from ecomodal.maps.species import Points, points_lat_lon, points_source
 from ecomodal.modalities import parse_modalities
@@ -78,7 +79,8 @@ def sdm_map(
     if background is not None:
         back_lat, back_lon = points_lat_lon(background)
     for path, name in ((out, "out"), (preview, "preview")):
-        check_output_path(path, name)
+        if path is not None:
+            check_output_path(path, what=name)
     model = clone(sdm) if sdm is not None else EmbeddingSDM(seed=seed)
     if isinstance(model, EmbeddingSDM):
         model._make_classifier()  # an unknown classifier is an error before any work
