@@ -168,3 +168,23 @@ def test_equal_earth_projection_spans_the_unit_box():
     np.testing.assert_allclose(xy[0, 0].item(), 1.0, atol=1e-4)  # SF is chosen so |x| <= 1
     np.testing.assert_allclose(xy[1, 1].item(), -xy[2, 1].item(), atol=1e-6)
     assert 0.48 < xy[1, 1].item() < 0.49
+
+
+def test_coordinate_reasons_read_as_numbers():
+    from ecomodal.encoders.location import check_coordinates
+
+    good, _, errors = check_coordinates(
+        np.array([95.0, np.nan, 10.0, 1.0]), np.array([0.0, 0.0, np.inf, 2.0])
+    )
+    assert good.tolist() == [3]
+    assert errors == [
+        (0, "lat", "latitude 95 is not within [-90, 90]"),
+        (1, "lat", "latitude is missing or not a number"),
+        (2, "lon", "longitude inf is not a finite number"),
+    ]
+
+
+def test_encoders_list_refuses_an_unknown_modality(run_cli):
+    run_cli("encoders", "list", "--modality", "bogus").assert_clear_failure(
+        "Unknown modality 'bogus'"
+    )

@@ -35,11 +35,20 @@ def check_coordinates(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.
     bad_lat = ~np.isfinite(lat) | (np.abs(lat) > 90.0)
     bad_lon = ~np.isfinite(lon)
     for offset in np.flatnonzero(bad_lat):
-        errors.append((int(offset), "lat", f"latitude {lat[offset]!r} is not within [-90, 90]"))
+        value = float(lat[offset])
+        reason = (
+            "latitude is missing or not a number"
+            if np.isnan(value)
+            else f"latitude {value:g} is not within [-90, 90]"
+        )
+        errors.append((int(offset), "lat", reason))
     for offset in np.flatnonzero(bad_lon & ~bad_lat):
-        errors.append((int(offset), "lon", f"longitude {lon[offset]!r} is not a finite number"))
+        errors.append(
+            (int(offset), "lon", f"longitude {float(lon[offset]):g} is not a finite number")
+        )
     good = np.flatnonzero(~(bad_lat | bad_lon))
-    wrapped = np.where(np.isfinite(lon), np.mod(lon + 180.0, 360.0) - 180.0, lon)
+    with np.errstate(invalid="ignore"):  # non-finite longitudes are reported above
+        wrapped = np.where(np.isfinite(lon), np.mod(lon + 180.0, 360.0) - 180.0, lon)
     return good, wrapped, sorted(errors)
 
 

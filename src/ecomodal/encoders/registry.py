@@ -124,7 +124,10 @@ def _checked_entries(entries: Any, source: str) -> dict[str, dict[str, dict[str,
 
 
 def list_encoders(modality: str | None = None) -> list[dict[str, Any]]:
-    """Registered encoders: modality, name, spec, licence, dimension and a description."""
+    """Registered encoders: modality, name, spec, licence, dimension and a description
+    (``modality``: only those of that modality, which must be one ecomodal knows)."""
+    if modality is not None:
+        check_modality(modality)
     rows = []
     for mod, entries in registered_encoders().items():
         if modality is not None and mod != modality:
