@@ -79,7 +79,7 @@ BAD_EMBED = [
     (["--records", "{folder}/garbage.parquet"], ["garbage.parquet is not a readable parquet"]),
     (["--encoder", "geoclip"], ["--encoder expects MODALITY=SPEC", "got 'geoclip'"]),
     (["--encoder", "loc=local-dir:{folder}/nodir"], ["nodir does not exist"]),
-    (["--out", "{folder}/dir_out"], ["dir_out is a folder", "Parquet file"]),
+    (["--out", "{folder}/dir_out"], ["dir_out is an existing folder", "Parquet file"]),
     (
         ["--modalities", "sat", "--encoder", "sat=local-dir:{folder}/not_sat"],
         ["do not fit the CLIPVisionModelWithProjection", "missing (vision_model.", "1 unexpected"],
@@ -122,7 +122,10 @@ def test_embed_merge_and_fetch_bad_inputs(tmp_path, run_cli):
         (["embed", "merge", f"{tmp_path}/nope.parquet", "--out", out], ["nope.parquet does not"]),
         (["embed", "merge", f"{tmp_path}/garbage.parquet", "--out", out], ["not a readable"]),
         (["embed", "merge", f"{tmp_path}/x.errors.parquet", "--out", out], ["at least one"]),
-        (["embed", "merge", records, "--out", str(tmp_path / "dir_out")], ["is a folder"]),
+        (
+            ["embed", "merge", records, "--out", str(tmp_path / "dir_out")],
+            ["dir_out is an existing folder"],
+        ),
         ([*fetch, "--columns", "url", "--max-concurrency", "0"], ["'--max-concurrency'", "1"]),
         ([*fetch, "--columns", "url", "--rate", "-1"], ["'--rate'", "greater than or equal to 0"]),
         ([*fetch, "--columns", "url", "--timeout", "0"], ["--timeout must be > 0; got 0.0."]),

@@ -32,7 +32,7 @@ from ecomodal.errors import (
     OptionFormatError,
     ResumeMismatchError,
 )
-from ecomodal.io.atomic import atomic_path
+from ecomodal.io.atomic import atomic_path, check_output_path
 from ecomodal.io.reader import read_embeddings
 from ecomodal.io.records import failure_schema, parse_column_map, read_records, taxonomic_strings
 from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
@@ -217,7 +217,7 @@ def embed_records(
         raise InvalidArgumentError("Name at least one modality to embed, e.g. modalities=['loc'].")
     shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
     out = Path(out)
-    _check_output(out)
+    check_output_path(out, expected="the path of a Parquet file to write")
     target = shard_path(out, *shard) if shard else out
     check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
     if batch_size is not None:
@@ -302,14 +302,6 @@ def embed_records(
             )
     shutil.rmtree(parts, ignore_errors=True)
     return summary
-
-
-def _check_output(out: Path) -> None:
-    if out.is_dir():
-        raise InvalidArgumentError(
-            f"The output {out} is a folder; expected the path of a Parquet file to write, e.g. "
-            f"{out / 'embeddings.parquet'}."
-        )
 
 
 def _part(parts: Path, chunk_start: int) -> Path:
@@ -474,7 +466,7 @@ def merge_embeddings(inputs: Sequence[str | Path], out: str | Path) -> EmbedSumm
     Shards are ordered by their index; a missing or repeated shard is an error.
     """
     out = Path(out)
-    _check_output(out)
+    check_output_path(out, expected="the path of a Parquet file to write")
     # A shell glob such as NAME.shard-*.parquet also matches the shards' errors tables.
     paths = [Path(p) for p in inputs if not str(p).endswith(".errors.parquet")]
     if not paths:

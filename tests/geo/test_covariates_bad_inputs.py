@@ -10,6 +10,6 @@ def test_covariates_build_into_a_folder_is_one_clear_line(run_cli, tmp_path, mon
     folder = tmp_path / "stack.tif"
     folder.mkdir()
     run_cli("covariates", "build", "--out", folder).assert_clear_failure(
-        "stack.tif is a folder", "GeoTIFF"
+        "stack.tif is an existing folder", "GeoTIFF"
     )
     assert run_cli.files_under(tmp_path) == []

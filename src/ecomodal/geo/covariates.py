@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ecomodal.errors import InvalidArgumentError, RasterFormatError
+from ecomodal.io.atomic import check_output_path
 from ecomodal.io.rasters import Raster, read_raster, write_geotiff
 
 SAMPLING_METHODS = ("nearest", "bilinear")
@@ -302,8 +303,7 @@ def build_default_covariates(out: str | Path | None = None, *, overwrite: bool =
     GeoTIFF carries band names, z-score statistics (over all cells) and provenance in its tags.
     """
     path = Path(out) if out is not None else default_covariates_path()
-    if path.is_dir():
-        raise InvalidArgumentError(f"out {path} is a folder; expected the path of a GeoTIFF file.")
+    check_output_path(path, what="out", expected="the path of a GeoTIFF file")
     if path.is_file() and not overwrite:
         return path
     t2m, tp, lat, lon = era5_climatology()

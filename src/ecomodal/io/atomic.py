@@ -13,15 +13,18 @@ from ecomodal.errors import OutputPathError
 _COUNTER = itertools.count()
 
 
-def check_output_path(path: str | os.PathLike[str], *, what: str = "Output") -> Path:
+def check_output_path(
+    path: str | os.PathLike[str], *, what: str = "Output", expected: str = "a file path"
+) -> Path:
     """``path`` as a Path if a file can be written there, else an
-    :class:`~ecomodal.errors.OutputPathError` naming ``path`` (``what`` says which output): the
-    path is an existing folder, a parent on the way is a file, or the folder it would go in is not
-    writable. Nothing is created; call it before the heavy work starts."""
+    :class:`~ecomodal.errors.OutputPathError` naming ``path`` (``what`` says which output,
+    ``expected`` what kind of file it should be): the path is an existing folder, a parent on the
+    way is a file, or the folder it would go in is not writable. Nothing is created; call it
+    before the heavy work starts."""
     target = Path(path)
     if target.is_dir():
         raise OutputPathError(
-            f"{what} {target} is an existing folder; expected a file path (a name inside it, "
+            f"{what} {target} is an existing folder; expected {expected} (a name inside it, "
             "or another path)."
         )
     parent = target.parent
