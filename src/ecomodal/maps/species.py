@@ -60,34 +60,13 @@ def read_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, A
         )
     if table.num_rows == 0:
         raise TableFormatError(f"{path} has no occurrences (a header but no rows).")
-    lat, lon = (_coordinates(table.column(name), name, path) for name in ("lat", "lon"))
+    # read_records has refused non-numeric coordinate types and made the rest float (text -> NaN)
+    lat, lon = (
+        np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+        for name in ("lat", "lon")
+    )
     _check_points(lat, lon, path)
     return lat, lon, table
-
-
-def _coordinates(column: Any, name: str, path: Any) -> np.ndarray:
-    """A lat or lon column as float64; text, booleans and empty cells are errors naming the row."""
-    import pyarrow as pa
-
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        values = column.to_pylist()
-        row = next(
-            (i for i, v in enumerate(values) if not _is_number(v)), 0
-        )  # the first cell that is not a number
-        raise TableFormatError(
-            f"{path}: row {row}, column {name!r}: expected a number of degrees; got "
-            f"{values[row]!r} (the column holds {column.type})."
-        )
-    values = column.to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, bool)
 
 
 def _check_points(lat: np.ndarray, lon: np.ndarray, source: Any) -> None:
