@@ -95,3 +95,7 @@ class UnknownBandError(MapError, KeyError):
 
 class InputTypeError(EcomodalError, TypeError):
     """Inputs of the wrong kind for a call (the message says what it takes)."""
+
+
+class MissingUncertaintyModelError(EcomodalError, AttributeError):
+    """A completion's expected error was asked of a model without an uncertainty model."""

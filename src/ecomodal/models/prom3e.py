@@ -35,8 +35,10 @@ from ecomodal.io.checkpoints import (
     read_weights,
     save_checkpoint,
 )
+from ecomodal.io.calibration import read_calibration, write_calibration
 from ecomodal.io.validate import check_normalisable
 from ecomodal.modalities import parse_modalities
+from ecomodal.models.calibration import Calibration, resolve_calibration
 from ecomodal.models.config import ProM3EConfig
 from ecomodal.models.layers import (
     EncoderBlock,
@@ -84,6 +86,8 @@ class ProM3E(nn.Module):
             c.num_modalities, c.embed_dim, c.embed_dim, c.input_dim, c.dropout
         )
         self._decoder_cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
+        #: Neighbours, completion mix and error model fitted by ``ecomodal calibrate`` (or None).
+        self.calibration: Calibration | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -318,6 +322,8 @@ class ProM3E(nn.Module):
         batch_size: int = 1024,
         device: str | torch.device | None = None,
         precision: str = "fp32",
+        neighbours: Any = None,
+        k: int | None = None,
     ) -> Completion:
         """Infer every modality from the visible ones.
 
@@ -336,6 +342,15 @@ class ProM3E(nn.Module):
             device: where to run (default: the model's device).
             precision: ``"fp32"`` or ``"bf16"`` (bfloat16 matrix products; completed embeddings
                 stay within cosine 0.999 of float32, see ``benchmarks/prom3e_throughput.py``).
+            neighbours: retrieval-augmented completion (the default for a calibrated model): each
+                completed modality mixes ProM3E's output with the softmax-weighted average of the
+                ``k`` reference rows nearest in the visible modalities, with the mix tuned on
+                validation rows by ``ecomodal calibrate``. ``None``: the model's own neighbours,
+                if calibrated; ``False``: ProM3E alone; a table: those rows as neighbours.
+            k: neighbours per row (default: as tuned per visible set and modality).
+
+        A calibrated model with an uncertainty model also gives ``expected_error`` [B, M] (the
+        expected ``1 - cosine`` to the truth, NaN where visible) and ``interval(coverage)``.
         """
         check_range(n_samples, "n_samples", minimum=0, integer=True)
         check_range(batch_size, "batch_size", minimum=1, integer=True)
@@ -346,10 +361,15 @@ class ProM3E(nn.Module):
         emb, pres = self._prepare_inputs(embeddings, present)
         vis = self._visible_mask(pres, visible)
         self._check_normalisable(emb, vis, getattr(embeddings, "ids", None))
+        if k is not None:
+            check_range(k, "k", minimum=1, integer=True)
+        calibration = resolve_calibration(self.calibration, neighbours, self.modalities)
         generator = torch.Generator(device=device).manual_seed(int(seed))
         was_training = self.training
         self.eval()
-        parts: dict[str, list[torch.Tensor]] = {"emb": [], "mu": [], "logvar": [], "hidden": []}
+        parts: dict[str, list[torch.Tensor]] = {
+            key: [] for key in ("emb", "mu", "logvar", "hidden", "prom3e", "error")
+        }
         masks: list[torch.Tensor] = []
         hidden_slots = sorted({int(m) for m in vis.any(0).nonzero(as_tuple=True)[0]})
         try:
@@ -363,6 +383,12 @@ class ProM3E(nn.Module):
                     decoded = self.decode(z)
                     if decoded.dtype != torch.float32:  # renormalise what bf16 rounded
                         decoded = F.normalize(decoded.float(), dim=-1)
+                    if calibration is not None:
+                        parts["prom3e"].append(decoded.cpu())
+                        sigma = torch.exp(0.5 * out.logvar.float()).sum(-1)
+                        decoded, error, _ = calibration.apply(x.float(), v, decoded, sigma, k=k)
+                        if error is not None:
+                            parts["error"].append(error.cpu())
                     parts["emb"].append(decoded.cpu())
                     parts["mu"].append(out.mu.float().cpu())
                     parts["logvar"].append(out.logvar.float().cpu())
@@ -381,19 +407,15 @@ class ProM3E(nn.Module):
             sigma_l1=torch.exp(0.5 * logvar).sum(-1),
             visible=vis,
             modalities=self.modalities,
+            prom3e_embeddings=torch.cat(parts["prom3e"]) if parts["prom3e"] else None,
+            expected_error_values=torch.cat(parts["error"]) if parts["error"] else None,
+            error_model=None if calibration is None else calibration.error_model,
         )
         if return_hidden:
             result.hidden = torch.cat(parts["hidden"])
             result.hidden_mask = torch.cat(masks)
             result.hidden_modalities = tuple(self.modalities[m] for m in hidden_slots)
-        if as_numpy:
-            for name in ("embeddings", "mu", "logvar", "sigma_l1", "visible", "hidden"):
-                value = getattr(result, name)
-                if value is not None:
-                    setattr(result, name, value.numpy())
-            if result.hidden_mask is not None:
-                result.hidden_mask = result.hidden_mask.numpy()
-        return result
+        return result.to_numpy() if as_numpy else result
 
     def _prepare_inputs(self, embeddings: Any, present: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert inputs to float32 torch [B, M, D] and a [B, M] present mask, with checks."""
@@ -465,8 +487,12 @@ class ProM3E(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (the published format) into a folder."""
-        return save_checkpoint(self, self.config.to_dict(), directory)
+        """Write ``config.json`` and ``model.safetensors`` (the published format) into a folder,
+        and the calibration files when the model has been calibrated."""
+        path = save_checkpoint(self, self.config.to_dict(), directory)
+        if self.calibration is not None:
+            write_calibration(directory, self.calibration)
+        return path
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str = "cpu") -> ProM3E:
@@ -483,6 +509,7 @@ class ProM3E(nn.Module):
         tensors = read_weights(weights_path, map_location=map_location)
         model = cls(config)
         model.load_weights(tensors, source=str(weights_path))
+        model.calibration = read_calibration(directory, model.modalities)
         model.eval()
         return model
 

@@ -1,0 +1,441 @@
+"""``ecomodal calibrate``: fit a model's retrieval-augmented completion and its uncertainty model.
+
+On a table the model did not train on:
+
+1. the neighbour bank is the table's training rows (``split == "train"``; at most
+   ``max_neighbours``, a seeded sample);
+2. the calibration rows (``split == <split>``, default ``val``) are halved, seeded: on the first
+   half, for every visible set and completed modality, the neighbour count, softmax temperature and
+   the weights of (ProM3E, neighbours, reference mean) that maximise the mean cosine to the truth
+   are chosen by grid search (:mod:`ecomodal.models.calibration`);
+3. a small MLP is fitted on the first half to predict ``1 - cosine`` from the completion's
+   features; on the second half, the quantiles of observed / predicted error per completed modality
+   give split-conformal intervals, and the report's figures (cosines, Spearman, coverage) are
+   measured there, on rows used for neither fit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ecomodal.errors import InvalidArgumentError, MissingColumnError
+from ecomodal.models.calibration import (
+    Calibration,
+    CompletionMix,
+    ErrorModel,
+    MixEntry,
+    NeighbourBank,
+    error_model_inputs,
+    visible_key,
+)
+from ecomodal.options import check_range
+
+log = logging.getLogger(__name__)
+
+K_GRID = (5, 10, 20, 50)
+TEMPERATURE_GRID = (0.01, 0.02, 0.05, 0.1)
+WEIGHT_STEP = 0.1
+LEVELS = np.linspace(0.0, 1.0, 201)
+
+
+@dataclass
+class CalibrationResult:
+    """What :func:`calibrate` wrote and measured."""
+
+    folder: Path | None
+    files: list[Path]
+    calibration: Calibration
+    report: dict[str, Any]
+
+
+def calibrate(
+    model: Any,
+    data: Any,
+    *,
+    split: str = "val",
+    out: str | os.PathLike[str] | None = None,
+    split_column: str = "split",
+    max_neighbours: int = 50_000,
+    max_rows_per_set: int = 4000,
+    n_samples: int = 5,
+    error_model: bool = True,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> CalibrationResult:
+    """Fit ``model``'s neighbour mix and uncertainty model on ``data`` and save them.
+
+    ``model``: a model folder (``local-dir:``/path; the files go into it unless ``out`` names
+    another folder), an ``hf-hub:`` id (``out`` required) or a :class:`ProM3E` (saved only with
+    ``out``). ``data``: an embedding table with the model's modalities. Rows with
+    ``split_column == split`` calibrate; rows with ``"train"`` are the neighbours. A table without
+    a split column uses a seeded 10% of its rows to calibrate and the rest as neighbours.
+    """
+    from ecomodal.io.calibration import write_calibration
+    from ecomodal.io.reader import as_batch
+    from ecomodal.models.factory import load_model
+    from ecomodal.models.prom3e import ProM3E
+
+    check_range(max_neighbours, "max_neighbours", minimum=1, integer=True)
+    check_range(max_rows_per_set, "max_rows_per_set", minimum=10, integer=True)
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    check_range(seed, "seed", integer=True)
+    folder = _output_folder(model, out)
+    loaded = load_model(model)
+    if not isinstance(model, ProM3E):
+        loaded.calibration = None  # refit from scratch
+    batch = as_batch(data)
+    modalities = loaded.modalities
+    stacked, present = batch.stack(list(modalities), dim=loaded.config.input_dim)
+    stacked = _unit(stacked)
+    cal_rows, bank_rows = _rows(batch, split, split_column, seed, source=_name(data))
+    rng = np.random.default_rng([seed, 7])
+    if len(bank_rows) > max_neighbours:
+        bank_rows = np.sort(rng.choice(bank_rows, size=max_neighbours, replace=False))
+    bank = NeighbourBank(
+        torch.as_tensor(stacked[bank_rows]), torch.as_tensor(present[bank_rows]), modalities
+    )
+    order = rng.permutation(cal_rows)
+    half = len(order) // 2
+    fit_rows, check_rows = np.sort(order[:half]), np.sort(order[half:])
+    if len(fit_rows) < 10 or len(check_rows) < 10:
+        raise InvalidArgumentError(
+            f"{_name(data)}: only {len(cal_rows)} calibration rows ({split_column} == {split!r}); "
+            "calibration needs at least 20."
+        )
+    sets = _visible_sets(present[cal_rows], modalities)
+    completions = {}
+    entries: dict[str, MixEntry] = {}
+    for index, vis in enumerate(sets):
+        rows = _rows_with(present, vis, fit_rows, check_rows, max_rows_per_set, rng)
+        if rows is None:
+            continue
+        done = _complete_plain(loaded, stacked, present, rows, vis, n_samples, seed + index)
+        completions[vis] = done
+        entries.update(_tune(bank, done, rows["fit"], stacked, present, vis, modalities))
+    calibration = Calibration(bank, CompletionMix(entries))
+    samples = {part: _samples(calibration, completions, stacked, present, part) for part in (
+        "fit",
+        "check",
+    )}
+    report: dict[str, Any] = {
+        "split": split,
+        "neighbours": len(bank),
+        "calibration_rows": int(len(cal_rows)),
+        "pairs": _pair_report(samples["check"], modalities),
+    }
+    if error_model:
+        calibration.error_model = _fit_error_model(samples["fit"], modalities, seed)
+        _conformal(calibration, samples["check"])
+        report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
+    calibration.report = report
+    files = write_calibration(folder, calibration) if folder is not None else []
+    if isinstance(model, ProM3E):
+        model.calibration = calibration
+    return CalibrationResult(folder, files, calibration, report)
+
+
+def _name(data: Any) -> str:
+    return str(data) if isinstance(data, str | os.PathLike) else "the table"
+
+
+def _output_folder(model: Any, out: Any) -> Path | None:
+    from ecomodal.models.prom3e import ProM3E
+
+    if out is not None:
+        return Path(out)
+    if isinstance(model, ProM3E):
+        return None
+    text = os.fspath(model)
+    if text.startswith("hf-hub:"):
+        raise InvalidArgumentError(
+            f"--model {text} is a hub model; give --out FOLDER for the calibrated copy."
+        )
+    return Path(text.removeprefix("local-dir:"))
+
+
+def _unit(stacked: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(stacked, axis=-1, keepdims=True)
+    return np.divide(stacked, norms, out=np.zeros_like(stacked), where=norms > 0)
+
+
+def _rows(batch: Any, split: str, column: str, seed: int, *, source: str):
+    """Calibration rows and neighbour rows of the table."""
+    n = len(batch)
+    names = batch.columns.column_names if batch.columns is not None else []
+    if column not in names:
+        order = np.random.default_rng([seed, 5]).permutation(n)
+        cut = max(n // 10, 1)
+        return np.sort(order[:cut]), np.sort(order[cut:])
+    labels = np.asarray(batch.columns.column(column).to_pylist(), dtype=object)
+    cal = np.flatnonzero(labels == split)
+    if split == "train":
+        raise InvalidArgumentError(
+            "--split train: the training rows are the neighbours; calibrate on rows the model "
+            "did not train on (e.g. val)."
+        )
+    if len(cal) == 0:
+        found = sorted({str(v) for v in labels})
+        raise MissingColumnError(
+            f"{source}: no rows with {column} == {split!r} (values: {', '.join(found)})."
+        )
+    bank = np.flatnonzero(labels == "train")
+    if len(bank) == 0:
+        raise MissingColumnError(f"{source}: no rows with {column} == 'train' for neighbours.")
+    return cal, bank
+
+
+def _visible_sets(present: np.ndarray, modalities: Sequence[str]) -> list[tuple[int, ...]]:
+    have = [m for m in range(len(modalities)) if present[:, m].any()]
+    sets = []
+    for size in range(1, len(have)):
+        sets.extend(itertools.combinations(have, size))
+    return sets
+
+
+def _rows_with(present, vis, fit_rows, check_rows, cap, rng) -> dict[str, np.ndarray] | None:
+    """Calibration rows that have every visible modality and at least one other (capped)."""
+    out = {}
+    for name, rows in (("fit", fit_rows), ("check", check_rows)):
+        ok = present[rows][:, list(vis)].all(1)
+        ok &= present[rows].sum(1) > len(vis)
+        rows = rows[ok]
+        if len(rows) > cap // 2:
+            rows = np.sort(rng.choice(rows, size=cap // 2, replace=False))
+        if len(rows) < 5:
+            return None
+        out[name] = rows
+    return out
+
+
+def _complete_plain(model, stacked, present, rows, vis, n_samples, seed) -> dict[str, Any]:
+    """ProM3E's own completion of the calibration rows with visible set ``vis``."""
+    every = np.concatenate([rows["fit"], rows["check"]])
+    names = [model.modalities[m] for m in vis]
+    out = model.complete(
+        stacked[every],
+        visible=names,
+        n_samples=n_samples,
+        seed=seed,
+        present=present[every],
+        neighbours=False,
+    )
+    return {
+        "rows": every,
+        "fit": np.arange(len(rows["fit"])),
+        "check": np.arange(len(rows["fit"]), len(every)),
+        "decoded": torch.as_tensor(out.embeddings),
+        "sigma_l1": torch.as_tensor(out.sigma_l1),
+    }
+
+
+def _tune(bank, done, fit_rows, stacked, present, vis, modalities) -> dict[str, MixEntry]:
+    """Grid search of (k, temperature, weights) per completed modality on the fit rows.
+
+    Every candidate's mean cosine comes from dot products computed once per modality (the
+    neighbours' dots with the truth, ProM3E's completion and the mean, and their Gram matrix), so
+    the grid costs little more than one neighbour search."""
+    idx = done["fit"]
+    rows = done["rows"][idx]
+    queries = torch.as_tensor(stacked[rows])
+    sims, index = bank.search(queries, list(vis), max(K_GRID))
+    grid = _weight_grid()
+    name = visible_key(modalities, [m in vis for m in range(len(modalities))])
+    entries = {}
+    for target in range(len(modalities)):
+        if target in vis or not bool(bank.present[:, target].any()):
+            continue
+        has = torch.as_tensor(present[rows, target])
+        if int(has.sum()) < 5:
+            continue
+        truth = torch.as_tensor(stacked[rows, target])[has]
+        own = done["decoded"][idx, target][has].float()
+        mean = bank.mean[target]
+        nb = bank._columns[target][index[has]]  # [N, K, D]
+        dots = {
+            "truth": torch.einsum("nkd,nd->nk", nb, truth),
+            "own": torch.einsum("nkd,nd->nk", nb, own),
+            "mean": nb @ mean,
+        }
+        gram_nb = torch.einsum("nkd,njd->nkj", nb, nb)
+        fixed = {
+            "own_truth": (own * truth).sum(-1),
+            "mean_truth": truth @ mean,
+            "own_mean": own @ mean,
+        }
+        available = bank.present[index[has], target]
+        best = (-np.inf, None)
+        for k, temperature in itertools.product(K_GRID, TEMPERATURE_GRID):
+            logits = (sims[has, :k] / temperature).masked_fill(~available[:, :k], float("-inf"))
+            w = torch.softmax(logits, dim=1).nan_to_num(0.0)
+            norm = torch.einsum("nk,nkj,nj->n", w, gram_nb[:, :k, :k], w).clamp(min=1e-12).sqrt()
+            avg = {key: (w * d[:, :k]).sum(1) / norm for key, d in dots.items()}
+            to_truth = torch.stack([fixed["own_truth"], avg["truth"], fixed["mean_truth"]], 1)
+            gram = _gram(avg["own"], fixed["own_mean"], avg["mean"])
+            score, weights = _best_weights(to_truth.numpy(), gram, grid)
+            if score > best[0]:
+                best = (score, MixEntry(k, temperature, weights))
+        entries[f"{name}>{modalities[target]}"] = best[1]
+    return entries
+
+
+def _gram(own_avg: torch.Tensor, own_mean: torch.Tensor, avg_mean: torch.Tensor) -> np.ndarray:
+    """Gram matrices [N, 3, 3] of (ProM3E, neighbour average, mean), all unit vectors."""
+    n = own_avg.shape[0]
+    gram = np.ones((n, 3, 3))
+    for (a, b), value in {(0, 1): own_avg, (0, 2): own_mean, (1, 2): avg_mean}.items():
+        gram[:, a, b] = gram[:, b, a] = value.numpy()
+    return gram
+
+
+def _weight_grid() -> np.ndarray:
+    steps = int(round(1 / WEIGHT_STEP))
+    grid = [
+        (a / steps, b / steps, (steps - a - b) / steps)
+        for a in range(steps + 1)
+        for b in range(steps + 1 - a)
+    ]
+    return np.array(grid)
+
+
+def _best_weights(to_truth, gram, grid) -> tuple[float, tuple[float, float, float]]:
+    """The grid weights (ProM3E, neighbours, mean) with the highest mean cosine to the truth,
+    from each row's cosines to the truth [N, 3] and Gram matrix [N, 3, 3]."""
+    numerator = to_truth @ grid.T  # [N, G]
+    norm_sq = np.einsum("gv,nvw,gw->ng", grid, gram, grid)
+    cosine = numerator / np.sqrt(np.maximum(norm_sq, 1e-12))
+    scores = cosine.mean(0)
+    best = int(np.argmax(scores))
+    return float(scores[best]), tuple(float(w) for w in grid[best])
+
+
+def _samples(calibration, completions, stacked, present, part) -> dict[str, torch.Tensor]:
+    """Features, errors and identities of every (row, completed modality) in a part."""
+    chunks: dict[str, list] = {k: [] for k in ("inputs", "error", "own_error", "target", "set")}
+    n_mod = len(calibration.bank.modalities)
+    for vis, done in completions.items():
+        idx = done[part]
+        rows = done["rows"][idx]
+        visible = torch.zeros(len(rows), n_mod, dtype=torch.bool)
+        visible[:, list(vis)] = True
+        queries = torch.as_tensor(stacked[rows]) * visible.unsqueeze(-1)
+        decoded = done["decoded"][idx]
+        final, _, features = calibration.apply(queries, visible, decoded, done["sigma_l1"][idx])
+        truth = torch.as_tensor(stacked[rows])
+        error = 1 - (final * truth).sum(-1)
+        own_error = 1 - (decoded * truth).sum(-1)
+        inputs = error_model_inputs(features, visible)
+        usable = torch.as_tensor(present[rows]) & ~visible & torch.isfinite(features).all(-1)
+        r, t = usable.nonzero(as_tuple=True)
+        chunks["inputs"].append(inputs[r, t])
+        chunks["error"].append(error[r, t])
+        chunks["own_error"].append(own_error[r, t])
+        chunks["target"].append(t)
+        chunks["set"].append(torch.full_like(t, sum(1 << m for m in vis)))
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+def _fit_error_model(samples, modalities, seed, *, hidden: int = 64, steps: int = 300):
+    """An MLP (2 hidden layers) fitted by full-batch Adam on squared error."""
+    x, y = samples["inputs"].float(), samples["error"].float()
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    n_in = x.shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(n_in, hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(hidden, 1),
+        )
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-5)
+    xs = (x - mean) / std
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = F.mse_loss(F.softplus(net(xs)[:, 0]), y)
+        loss.backward()
+        optimiser.step()
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    tensors = {"feature_mean": mean, "feature_std": std}
+    for i, layer in enumerate(layers):
+        tensors[f"weight_{i}"] = layer.weight.detach().clone()
+        tensors[f"bias_{i}"] = layer.bias.detach().clone()
+    tensors["levels"] = torch.as_tensor(LEVELS, dtype=torch.float32)
+    tensors["ratio_quantiles"] = torch.ones(len(modalities), len(LEVELS))
+    return ErrorModel(tensors, modalities)
+
+
+def _conformal(calibration: Calibration, samples) -> None:
+    """Quantiles of observed / expected error per completed modality on the check rows."""
+    model = calibration.error_model
+    expected = model.predict(samples["inputs"]).clamp(min=1e-6)
+    ratio = (samples["error"] / expected).numpy()
+    target = samples["target"].numpy()
+    pooled = np.quantile(ratio, LEVELS)
+    table = np.stack(
+        [
+            np.quantile(ratio[target == t], LEVELS) if (target == t).sum() >= 20 else pooled
+            for t in range(len(model.modalities))
+        ]
+    )
+    model.tensors["ratio_quantiles"] = torch.as_tensor(table, dtype=torch.float32)
+
+
+def _pair_report(samples, modalities) -> dict[str, dict[str, float]]:
+    """Mean cosine of ProM3E alone and of the mixed completion, per visible set and target."""
+    return {
+        name: {
+            "rows": int(mask.sum()),
+            "prom3e_cosine": float(1 - samples["own_error"][mask].mean()),
+            "cosine": float(1 - samples["error"][mask].mean()),
+        }
+        for name, mask in _groups(samples, modalities)
+    }
+
+
+def _uncertainty_report(calibration, samples) -> dict[str, Any]:
+    from ecomodal.eval.uncertainty import spearman
+
+    expected = calibration.error_model.predict(samples["inputs"]).numpy()
+    error = samples["error"].numpy()
+    low, high = calibration.error_model.interval(
+        _per_modality(expected, samples["target"].numpy(), len(calibration.bank.modalities)),
+        0.9,
+    )
+    target = samples["target"].numpy()
+    low, high = low[np.arange(len(target)), target], high[np.arange(len(target)), target]
+    cosine = 1 - error
+    covered = (cosine >= low) & (cosine <= high)
+    pairs = {
+        name: {
+            "spearman": spearman(expected[mask.numpy()], error[mask.numpy()]),
+            "coverage_90": float(covered[mask.numpy()].mean()),
+        }
+        for name, mask in _groups(samples, calibration.bank.modalities)
+    }
+    return {"spearman_all": spearman(expected, error), "pairs": pairs}
+
+
+def _per_modality(values: np.ndarray, target: np.ndarray, n_mod: int) -> np.ndarray:
+    out = np.full((len(values), n_mod), np.nan)
+    out[np.arange(len(values)), target] = values
+    return out
+
+
+def _groups(samples, modalities):
+    """(``"loc+env>sat"``, row mask) per visible set and completed modality."""
+    keys = torch.stack([samples["set"], samples["target"]], 1)
+    for code, target in torch.unique(keys, dim=0).tolist():
+        mask = (samples["set"] == code) & (samples["target"] == target)
+        name = visible_key(modalities, [(code >> m) & 1 for m in range(len(modalities))])
+        yield f"{name}>{modalities[target]}", mask
