@@ -169,3 +169,47 @@ def test_a_build_is_reused_only_when_places_match_too(built_land, tmp_path, run_
     assert build(6, "photo").reused
     assert not build(6, "random-land").reused
     assert json.loads((folder / "provenance.json").read_text())["places"]["kind"] == "random-land"
+
+
+def test_bound_table_embeds_a_random_land_build_with_bound_encoders(built_land, tmp_path):
+    from ecomodal.data.ecobench import embed_env_covariates
+    from ecomodal.encoders import load_encoder
+    from ecomodal.quickstart import _bind_features, _bound_embeddings, bound_table
+    from ecomodal.training.bind import train_bind
+
+    features = _bind_features(built_land.table, tmp_path)
+    bound = {
+        modality: train_bind(
+            features,
+            tmp_path / f"bind-{modality}",
+            modality=modality,
+            bind_to="loc",
+            epochs=1,
+            batch_size=16,
+            lr=1e-3,
+            t0=1,
+            show_progress=False,
+        ).best_dir
+        for modality in ("env", "sat")
+    }
+    path = bound_table(built_land.table, bound["env"], bound["sat"], tmp_path / "land.parquet")
+    table, source = read_embeddings(path), read_embeddings(built_land.table)
+    assert table.modalities == ["loc", "env", "sat"]
+    frame, built = pq.read_table(path).to_pandas(), pq.read_table(built_land.table).to_pandas()
+    assert frame["id"].tolist() == built["id"].tolist()
+    assert (frame["split"] == built["split_spatial"]).all()
+    assert (frame["split_random"] == built["split"]).all()
+    assert (frame["land_cover"] == built["land_cover"]).all()
+    batch, original = table.load(), source.load()
+    np.testing.assert_array_equal(batch.embeddings["loc"], original.embeddings["loc"])
+    env_model = load_encoder("env", f"local-dir:{bound['env']}", covariates="default").model
+    expected = embed_env_covariates(env_model, original.embeddings["env_covariates"])
+    np.testing.assert_allclose(batch.embeddings["env"], expected, atol=1e-6)
+    for modality in ("env", "sat"):  # bound, not the build's untrained encoders
+        assert not np.allclose(batch.embeddings[modality], original.embeddings[modality])
+    # The quickstart's own step writes the same table once, then reuses it.
+    quickstart = _bound_embeddings(built_land.table, bound["env"], bound["sat"], tmp_path)
+    assert pq.read_table(quickstart).equals(pq.read_table(path))
+    stamp = quickstart.stat().st_mtime_ns
+    _bound_embeddings(built_land.table, bound["env"], bound["sat"], tmp_path)
+    assert quickstart.stat().st_mtime_ns == stamp
