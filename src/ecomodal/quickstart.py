@@ -84,8 +84,16 @@ def _bind_features(built_table: Path, out: Path) -> Path:
     return _write_once(out / "bind-features.parquet", make)
 
 
-def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path) -> Path:
-    """The ProM3E table: loc, bound env, bound sat, labels; ``split`` = the spatial split."""
+def bound_table(
+    built_table: str | Path, env_dir: str | Path, sat_dir: str | Path, out_path: str | Path
+) -> Path:
+    """Embed a built EcoBench-lite table (photo or ``places="random-land"``) with bound encoders.
+
+    ``env`` = the table's ``env_covariates`` through the env encoder in ``env_dir`` (``ecomodal
+    train bind`` output), ``sat`` = its ``sat_features`` through the projection in ``sat_dir``,
+    ``loc`` kept; every label column is kept, ``split`` becomes the spatial split and the random
+    split moves to ``split_random`` (the quickstart's ProM3E table). Written to ``out_path``.
+    """
     import pyarrow as pa
 
     from ecomodal.data.ecobench import embed_env_covariates, project_sat_features
@@ -93,25 +101,29 @@ def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path
     from ecomodal.io.reader import read_embeddings
     from ecomodal.io.writer import write_embeddings
 
-    def make(path: Path) -> None:
-        batch = read_embeddings(built_table).load()
-        env_encoder = load_encoder("env", f"local-dir:{env_dir}", covariates="default")
-        sat_encoder = load_encoder("sat", "bluemarble", projection=sat_dir)
-        env = embed_env_covariates(env_encoder.model, batch.embeddings["env_covariates"])
-        sat = project_sat_features(sat_encoder.model.projection, batch.embeddings["sat_features"])
-        extra = batch.columns
-        columns = {name: extra.column(name) for name in extra.column_names if name != "split"}
-        columns["split"] = extra.column("split_spatial")
-        columns["split_random"] = extra.column("split")
-        write_embeddings(
-            path,
-            ids=batch.ids,
-            embeddings={"loc": batch.embeddings["loc"], "env": env, "sat": sat},
-            columns=pa.table(columns),
-            encoders={"loc": "geoclip", "env": str(env_dir), "sat": f"bluemarble+{sat_dir}"},
-        )
+    batch = read_embeddings(built_table).load()
+    env_encoder = load_encoder("env", f"local-dir:{env_dir}", covariates="default")
+    sat_encoder = load_encoder("sat", "bluemarble", projection=sat_dir)
+    env = embed_env_covariates(env_encoder.model, batch.embeddings["env_covariates"])
+    sat = project_sat_features(sat_encoder.model.projection, batch.embeddings["sat_features"])
+    extra = batch.columns
+    columns = {name: extra.column(name) for name in extra.column_names if name != "split"}
+    columns["split"] = extra.column("split_spatial")
+    columns["split_random"] = extra.column("split")
+    return write_embeddings(
+        out_path,
+        ids=batch.ids,
+        embeddings={"loc": batch.embeddings["loc"], "env": env, "sat": sat},
+        columns=pa.table(columns),
+        encoders={"loc": "geoclip", "env": str(env_dir), "sat": f"bluemarble+{sat_dir}"},
+    )
 
-    return _write_once(out / "embeddings.parquet", make)
+
+def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path) -> Path:
+    """The ProM3E table ``out/embeddings.parquet`` (:func:`bound_table`), made once."""
+    return _write_once(
+        out / "embeddings.parquet", lambda path: bound_table(built_table, env_dir, sat_dir, path)
+    )
 
 
 def run_quickstart(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ from ecomodal.data.ecobench import (
     random_split,
     spatial_split,
 )
+from ecomodal.data.places import random_land_places
 from ecomodal.geo.labels import IGBP_CLASSES, country_and_continent, koppen_zone, land_cover
 from ecomodal.io.imagery import _blue_marble_pixels, blue_marble_patches, blue_marble_path
 from ecomodal.io.tables import read_embeddings
@@ -111,3 +113,103 @@ def test_blue_marble_patches_are_centred_and_wrap_the_dateline():
     expected = pixels[row, [width - 2, width - 1, 0, 1]].T / 255.0
     np.testing.assert_allclose(edge[0, :, 1, :].numpy(), expected, atol=1e-6)
     assert torch.isfinite(edge).all()
+
+
+@pytest.fixture(scope="module")
+def built_land(tmp_path_factory, default_covariates):
+    out = tmp_path_factory.mktemp("ecobench-land")
+    return build_ecobench_lite(
+        out, n=50, seed=5, places="random-land", covariates=default_covariates, show_progress=False
+    )
+
+
+def test_random_land_build_has_every_column_of_the_photo_build(built, built_land):
+    photo, land = pq.read_table(built.table), pq.read_table(built_land.table)
+    assert land.schema.names == photo.schema.names
+    assert [f.type for f in land.schema] == [f.type for f in photo.schema]
+    assert read_embeddings(built_land.table).dims == read_embeddings(built.table).dims
+    frame = land.to_pandas()
+    assert frame["id"].tolist() == [f"land-{i:06d}" for i in range(50)]
+    places = random_land_places(50, 5)
+    np.testing.assert_array_equal(frame["lat"], places.lat)
+    np.testing.assert_array_equal(frame["lon"], places.lon)
+    assert "water" not in set(frame["land_cover"]) and (frame["land_cover_code"] != 0).all()
+    assert set(frame["split"]) <= {"train", "val", "test"}
+    np.testing.assert_array_equal(frame["split_spatial"], spatial_split(places.lat, places.lon, 5))
+    batch = read_embeddings(built_land.table).load()
+    for name in ("loc", "env", "sat"):
+        np.testing.assert_allclose(np.linalg.norm(batch.embeddings[name], axis=1), 1.0, atol=1e-5)
+    provenance = json.loads(built_land.provenance.read_text())
+    assert provenance["places"] == places.record and provenance["places"]["draws"] >= 50
+    assert "MODIS" in provenance["sources"]["places"]
+    assert json.loads(built.provenance.read_text())["places"]["kind"] == "photo"
+
+
+def test_a_build_is_reused_only_when_places_match_too(built_land, tmp_path, run_cli):
+    folder = tmp_path / "eb"
+    shutil.copytree(built_land.table.parent, folder)
+    args = ["data", "ecobench-lite", "--out", str(folder), "--n", "50", "--no-progress"]
+    result = run_cli(*args, "--seed", "5", "--places", "random-land")
+    assert result.code == 0 and "reused 50 random-land places" in result.output
+
+    def build(seed, places):
+        return build_ecobench_lite(folder, n=50, seed=seed, places=places, show_progress=False)
+
+    assert not build(6, "random-land").reused
+    assert build(6, "random-land").reused
+    # Asking for photo places in a random-land folder rebuilds it with photo places.
+    result = run_cli(*args, "--seed", "6")
+    assert result.code == 0 and "wrote 50 places" in result.output
+    ids = pq.read_table(folder / "ecobench-lite.parquet").column("id").to_pylist()
+    assert all(i.startswith("geoclip-") for i in ids)
+    # A build from before ``places`` was recorded holds photo places: reused for photo only.
+    provenance = json.loads((folder / "provenance.json").read_text())
+    del provenance["places"]
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    assert build(6, "photo").reused
+    assert not build(6, "random-land").reused
+    assert json.loads((folder / "provenance.json").read_text())["places"]["kind"] == "random-land"
+
+
+def test_bound_table_embeds_a_random_land_build_with_bound_encoders(built_land, tmp_path):
+    from ecomodal.data.ecobench import embed_env_covariates
+    from ecomodal.encoders import load_encoder
+    from ecomodal.quickstart import _bind_features, _bound_embeddings, bound_table
+    from ecomodal.training.bind import train_bind
+
+    features = _bind_features(built_land.table, tmp_path)
+    bound = {
+        modality: train_bind(
+            features,
+            tmp_path / f"bind-{modality}",
+            modality=modality,
+            bind_to="loc",
+            epochs=1,
+            batch_size=16,
+            lr=1e-3,
+            t0=1,
+            show_progress=False,
+        ).best_dir
+        for modality in ("env", "sat")
+    }
+    path = bound_table(built_land.table, bound["env"], bound["sat"], tmp_path / "land.parquet")
+    table, source = read_embeddings(path), read_embeddings(built_land.table)
+    assert table.modalities == ["loc", "env", "sat"]
+    frame, built = pq.read_table(path).to_pandas(), pq.read_table(built_land.table).to_pandas()
+    assert frame["id"].tolist() == built["id"].tolist()
+    assert (frame["split"] == built["split_spatial"]).all()
+    assert (frame["split_random"] == built["split"]).all()
+    assert (frame["land_cover"] == built["land_cover"]).all()
+    batch, original = table.load(), source.load()
+    np.testing.assert_array_equal(batch.embeddings["loc"], original.embeddings["loc"])
+    env_model = load_encoder("env", f"local-dir:{bound['env']}", covariates="default").model
+    expected = embed_env_covariates(env_model, original.embeddings["env_covariates"])
+    np.testing.assert_allclose(batch.embeddings["env"], expected, atol=1e-6)
+    for modality in ("env", "sat"):  # bound, not the build's untrained encoders
+        assert not np.allclose(batch.embeddings[modality], original.embeddings[modality])
+    # The quickstart's own step writes the same table once, then reuses it.
+    quickstart = _bound_embeddings(built_land.table, bound["env"], bound["sat"], tmp_path)
+    assert pq.read_table(quickstart).equals(pq.read_table(path))
+    stamp = quickstart.stat().st_mtime_ns
+    _bound_embeddings(built_land.table, bound["env"], bound["sat"], tmp_path)
+    assert quickstart.stat().st_mtime_ns == stamp

@@ -57,6 +57,12 @@ def ecobench_lite_command(
     out: Annotated[Path, typer.Option(help="Output folder (table + provenance.json).")],
     n: Annotated[int, typer.Option(help="Number of places.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the sample and the splits.")] = 0,
+    places: Annotated[
+        str,
+        typer.Option(
+            help="photo (GeoCLIP's photo locations) or random-land (area-uniform land points)."
+        ),
+    ] = "photo",
     covariates: Annotated[
         Path | None, typer.Option(help="Covariate raster (default: the offline stack).")
     ] = None,
@@ -65,11 +71,20 @@ def ecobench_lite_command(
 ) -> None:
     """Build EcoBench-lite offline: real places with loc, env and sat embeddings and real labels."""
     from ecomodal.data.ecobench import build_ecobench_lite
+    from ecomodal.data.places import check_places
 
     check_range(n, "--n", minimum=1, integer=True)
     check_range(seed, "--seed", minimum=0, integer=True)
+    check_places(places, "--places")
     built = build_ecobench_lite(
-        out, n=n, seed=seed, covariates=covariates, overwrite=overwrite, show_progress=progress
+        out,
+        n=n,
+        seed=seed,
+        places=places,
+        covariates=covariates,
+        overwrite=overwrite,
+        show_progress=progress,
     )
     verb = "reused" if built.reused else "wrote"
-    typer.echo(f"{verb} {built.rows} places: {built.table} (provenance: {built.provenance})")
+    kind = "" if places == "photo" else f"{places} "
+    typer.echo(f"{verb} {built.rows} {kind}places: {built.table} (provenance: {built.provenance})")

