@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from ecomodal.seeding import mix_seed
 
 HAT_SUFFIX = "_hat"
 SIGMA_COLUMN = "sigma_l1"
+ERROR_SUFFIX = "_expected_error"
 
 
 @dataclass
@@ -38,6 +39,10 @@ class CompleteSummary:
     rows: int
     visible: list[str] | None
     mean_sigma_l1: float
+    #: Mean expected error per completed modality (empty without an uncertainty model).
+    mean_expected_error: dict[str, float] = field(default_factory=dict)
+    #: Whether completions were mixed with the model's neighbours (a calibrated model).
+    neighbours: bool = False
 
 
 def complete_table(
@@ -51,12 +56,16 @@ def complete_table(
     seed: int = 0,
     device: str | None = None,
     precision: str = "fp32",
+    neighbours: bool = True,
     show_progress: bool = True,
 ) -> CompleteSummary:
     """Complete every modality of every row of the table ``data`` and write ``out``.
 
     The output holds the input's ``id`` and every other column unchanged, each completed modality
-    as ``<modality>_hat`` and the uncertainty ``sigma_l1``. ``visible=None`` conditions each row on
+    as ``<modality>_hat`` and the uncertainty ``sigma_l1``; a calibrated model (``ecomodal
+    calibrate``) also mixes in its neighbours (``neighbours=False``: ProM3E alone) and, with an
+    uncertainty model, writes ``<modality>_expected_error`` (the expected ``1 - cosine`` to the
+    truth; NaN where the modality was visible). ``visible=None`` conditions each row on
     whatever it has. The table is streamed in ``batch_size`` rows, so memory stays bounded, and
     ``out`` appears only once complete. ``precision="bf16"`` runs the matrix products in
     bfloat16.
@@ -83,13 +92,17 @@ def complete_table(
             f"{table.path}: visible modalities {missing} are not columns of the table "
             f"(it has {', '.join(table.modalities) or 'none'})."
         )
-    _check_output_columns(table, model.modalities)
+    calibrated = neighbours and model.calibration is not None
+    with_error = calibrated and model.calibration.error_model is not None
+    _check_output_columns(table, model.modalities, with_error)
     dims = dict(table.dims)
     dims.update({m + HAT_SUFFIX: model.config.input_dim for m in model.modalities})
     encoders = dict(table.encoders)
     encoders.update({m + HAT_SUFFIX: "prom3e" for m in model.modalities})
     rows = 0
     sigma_sum = 0.0
+    error_sum = np.zeros(len(model.modalities))
+    error_count = np.zeros(len(model.modalities))
     with (
         EmbeddingTableWriter(out, dims, encoders=encoders) as writer,
         progress_bar("Completing", total=table.num_rows, enabled=show_progress) as advance,
@@ -106,10 +119,13 @@ def complete_table(
                 batch_size=min(batch_size, 1024),
                 device=device,
                 precision=precision,
+                neighbours=None if neighbours else False,
             )
-            writer.write(
-                _completed_batch(batch, result.embeddings, result.sigma_l1, model.modalities)
-            )
+            errors = result.expected_error if with_error else None
+            writer.write(_completed_batch(batch, result, errors, model.modalities))
+            if errors is not None:
+                error_sum += np.nansum(errors, axis=0)
+                error_count += np.isfinite(errors).sum(axis=0)
             rows += len(batch)
             _release_freed_memory()
             sigma_sum += float(np.sum(result.sigma_l1, dtype=np.float64))
@@ -119,12 +135,20 @@ def complete_table(
         rows=rows,
         visible=names,
         mean_sigma_l1=sigma_sum / rows if rows else float("nan"),
+        mean_expected_error={
+            name: float(error_sum[i] / error_count[i])
+            for i, name in enumerate(model.modalities)
+            if error_count[i] > 0
+        },
+        neighbours=calibrated,
     )
 
 
-def _check_output_columns(table, modalities: Sequence[str]) -> None:
+def _check_output_columns(table, modalities: Sequence[str], with_error: bool = False) -> None:
     """The columns ``complete`` writes must not be in the input already (a completed table)."""
     written = {m + HAT_SUFFIX for m in modalities} | {SIGMA_COLUMN}
+    if with_error:
+        written |= {m + ERROR_SUFFIX for m in modalities}
     clash = [n for n in [*table.modalities, *table.extra_columns] if n in written]
     if clash:
         raise TableFormatError(
@@ -170,18 +194,23 @@ _MALLOC_TRIM = None
 
 
 def _completed_batch(
-    batch: EmbeddingBatch, completed: np.ndarray, sigma_l1: np.ndarray, modalities: Sequence[str]
+    batch: EmbeddingBatch, result, errors: np.ndarray | None, modalities: Sequence[str]
 ) -> EmbeddingBatch:
-    """The input rows plus ``<modality>_hat`` columns and ``sigma_l1`` (encoders: the writer's)."""
+    """The input rows plus ``<modality>_hat`` columns, ``sigma_l1`` and, given ``errors``,
+    ``<modality>_expected_error`` columns (encoders: the writer's)."""
     embeddings = dict(batch.embeddings)
     present = dict(batch.present)
     for i, name in enumerate(modalities):
-        embeddings[name + HAT_SUFFIX] = np.ascontiguousarray(completed[:, i])
+        embeddings[name + HAT_SUFFIX] = np.ascontiguousarray(result.embeddings[:, i])
         present[name + HAT_SUFFIX] = np.ones(len(batch), dtype=bool)
-    sigma = pa.array(sigma_l1.astype(np.float32))
+    added = {SIGMA_COLUMN: pa.array(result.sigma_l1.astype(np.float32))}
+    if errors is not None:
+        for i, name in enumerate(modalities):
+            added[name + ERROR_SUFFIX] = pa.array(errors[:, i].astype(np.float32))
     columns = batch.columns
     if columns is None or columns.num_columns == 0:
-        columns = pa.table({"sigma_l1": sigma})
+        columns = pa.table(added)
     else:
-        columns = columns.append_column("sigma_l1", sigma)
+        for name, values in added.items():
+            columns = columns.append_column(name, values)
     return EmbeddingBatch(ids=batch.ids, embeddings=embeddings, present=present, columns=columns)

@@ -22,9 +22,16 @@ def complete_command(
     seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ...")] = None,
     precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    neighbours: Annotated[
+        bool,
+        typer.Option(
+            help="Mix in a calibrated model's neighbours (--no-neighbours: ProM3E alone)."
+        ),
+    ] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Infer every modality of every row; writes <modality>_hat columns and sigma_l1."""
+    """Infer every modality of every row; writes <modality>_hat columns, sigma_l1 and, for a
+    calibrated model, <modality>_expected_error."""
     from ecomodal.inference import complete_table
     from ecomodal.options import check_range
 
@@ -40,11 +47,71 @@ def complete_command(
         seed=seed,
         device=device,
         precision=precision,
+        neighbours=neighbours,
         show_progress=progress,
     )
+    errors = ", ".join(f"{m} {v:.3f}" for m, v in summary.mean_expected_error.items())
     typer.echo(
-        f"wrote {summary.rows} rows to {summary.path} (mean sigma_l1 {summary.mean_sigma_l1:.2f})"
+        f"wrote {summary.rows} rows to {summary.path} (mean sigma_l1 {summary.mean_sigma_l1:.2f}"
+        + (f"; mean expected error {errors}" if errors else "")
+        + ("" if summary.neighbours else "; ProM3E alone, no neighbours")
+        + ")"
     )
+
+
+def calibrate_command(
+    model: Annotated[str, typer.Option(help="Model folder, local-dir:PATH or hf-hub:ORG/NAME.")],
+    data: Annotated[
+        Path, typer.Option(help="Embedding table the model did not train on (its val rows).")
+    ],
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Rows of the split column to calibrate on; 'train' rows are the neighbours."
+        ),
+    ] = "val",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the calibration files (default: the model folder)."),
+    ] = None,
+    max_neighbours: Annotated[
+        int, typer.Option(help="Most neighbour rows kept (seeded).")
+    ] = 50_000,
+    no_uncertainty: Annotated[
+        bool, typer.Option("--no-uncertainty", help="Fit the completion mix only.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Fit retrieval-augmented completion and the uncertainty model (expected error, intervals)."""
+    from ecomodal.options import check_range
+    from ecomodal.training.calibrate import calibrate
+
+    check_range(max_neighbours, "--max-neighbours", minimum=1, integer=True)
+    result = calibrate(
+        model,
+        data,
+        split=split,
+        out=out,
+        max_neighbours=max_neighbours,
+        error_model=not no_uncertainty,
+        seed=seed,
+    )
+    report = result.report
+    typer.echo(
+        f"calibrated on {report['calibration_rows']} rows ({split}), "
+        f"{report['neighbours']} neighbours; wrote {', '.join(p.name for p in result.files)} "
+        f"to {result.folder}"
+    )
+    uncertainty = report.get("uncertainty", {})
+    for name, pair in report["pairs"].items():
+        line = f"  {name}: cosine {pair['prom3e_cosine']:.3f} -> {pair['cosine']:.3f}"
+        if name in uncertainty.get("pairs", {}):
+            figures = uncertainty["pairs"][name]
+            line += (
+                f", Spearman(expected error, error) {figures['spearman']:.2f}, "
+                f"90% interval coverage {figures['coverage_90']:.2f}"
+            )
+        typer.echo(line)
 
 
 def quickstart_command(

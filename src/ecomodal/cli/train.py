@@ -111,6 +111,13 @@ def train_prom3e_command(
     visible_probs: Annotated[
         str, typer.Option(help="Probabilities of those counts (published: 0.9,0.1).")
     ] = "0.9,0.1",
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate best/ on the validation rows at the end (neighbours, completion mix, "
+            "uncertainty model)."
+        ),
+    ] = True,
     trainer: Any = None,
 ) -> None:
     """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
@@ -157,12 +164,15 @@ def train_prom3e_command(
         modalities=chosen,
         visible_counts=counts,
         visible_probs=probs,
+        calibrate=calibrate,
         trainer=trainer,
     )
     if result.is_global_zero:
         typer.echo(
             f"best model: {result.best_dir} (val loss {result.best_val_loss:.4f}, epoch "
-            f"{result.best_epoch}); metrics: {result.metrics_path}"
+            f"{result.best_epoch}"
+            + ("; calibrated" if calibrate else "")
+            + f"); metrics: {result.metrics_path}"
         )
 
 

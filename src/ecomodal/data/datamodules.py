@@ -171,6 +171,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                 f"(val_fraction {self.val_fraction:g}"
                 + (f", from its {self.split_column!r} column)." if labels is not None else ").")
             )
+        self.train_rows, self.val_rows = train, val
         self.train_dataset = EmbeddingDataset(embeddings[train], present[train])
         self.val_dataset = EmbeddingDataset(embeddings[val], present[val])
 

@@ -219,9 +219,9 @@ class Calibration:
             vis = [m for m in range(n_mod) if (code >> m) & 1]
             name = visible_key(modalities, [(code >> m) & 1 for m in range(n_mod)])
             usable = [m for m in vis if bool(self.bank.present[:, m].any())]
-            if not usable:
-                continue
             entries = {t: self.mix.entry(name, modalities[t]) for t in range(n_mod) if t not in vis}
+            if not usable or not entries:
+                continue
             kmax = k or max(e.k for e in entries.values())
             sims, index = self.bank.search(inputs[rows], usable, kmax)
             sig = torch.log(sigma_l1[rows].float().clamp(min=1e-12))

@@ -69,6 +69,7 @@ def calibrate(
     max_rows_per_set: int = 4000,
     n_samples: int = 5,
     error_model: bool = True,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
     show_progress: bool = False,
 ) -> CalibrationResult:
@@ -78,7 +79,11 @@ def calibrate(
     another folder), an ``hf-hub:`` id (``out`` required) or a :class:`ProM3E` (saved only with
     ``out``). ``data``: an embedding table with the model's modalities. Rows with
     ``split_column == split`` calibrate; rows with ``"train"`` are the neighbours. A table without
-    a split column uses a seeded 10% of its rows to calibrate and the rest as neighbours.
+    that column splits its rows as ``train_prom3e`` does (a seeded 10% calibrates, the rest are
+    neighbours); ``rows=(calibration_rows, neighbour_rows)`` gives the row indices directly.
+    ``split`` is the ``--split`` of ``ecomodal calibrate``. Writes ``neighbours.safetensors``,
+    ``completion.json`` and (with ``error_model``) ``uncertainty.safetensors`` +
+    ``uncertainty.json`` into the folder; ``load_model`` then uses them by default.
     """
     from ecomodal.io.calibration import write_calibration
     from ecomodal.io.reader import as_batch
@@ -97,7 +102,10 @@ def calibrate(
     modalities = loaded.modalities
     stacked, present = batch.stack(list(modalities), dim=loaded.config.input_dim)
     stacked = _unit(stacked)
-    cal_rows, bank_rows = _rows(batch, split, split_column, seed, source=_name(data))
+    if rows is None:
+        cal_rows, bank_rows = _rows(batch, split, split_column, seed, source=_name(data))
+    else:
+        cal_rows, bank_rows = (np.asarray(r, dtype=np.int64) for r in rows)
     rng = np.random.default_rng([seed, 7])
     if len(bank_rows) > max_neighbours:
         bank_rows = np.sort(rng.choice(bank_rows, size=max_neighbours, replace=False))
@@ -123,10 +131,13 @@ def calibrate(
         completions[vis] = done
         entries.update(_tune(bank, done, rows["fit"], stacked, present, vis, modalities))
     calibration = Calibration(bank, CompletionMix(entries))
-    samples = {part: _samples(calibration, completions, stacked, present, part) for part in (
-        "fit",
-        "check",
-    )}
+    samples = {
+        part: _samples(calibration, completions, stacked, present, part)
+        for part in (
+            "fit",
+            "check",
+        )
+    }
     report: dict[str, Any] = {
         "split": split,
         "neighbours": len(bank),
@@ -138,7 +149,13 @@ def calibrate(
         _conformal(calibration, samples["check"])
         report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
     calibration.report = report
-    files = write_calibration(folder, calibration) if folder is not None else []
+    files = []
+    if folder is not None and out is not None and not isinstance(model, ProM3E):
+        loaded.calibration = calibration  # a complete calibrated model folder
+        loaded.save_pretrained(folder)
+        files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    elif folder is not None:
+        files = write_calibration(folder, calibration)
     if isinstance(model, ProM3E):
         model.calibration = calibration
     return CalibrationResult(folder, files, calibration, report)
@@ -170,12 +187,12 @@ def _unit(stacked: np.ndarray) -> np.ndarray:
 
 def _rows(batch: Any, split: str, column: str, seed: int, *, source: str):
     """Calibration rows and neighbour rows of the table."""
-    n = len(batch)
+    from ecomodal.data.splits import split_rows
+
     names = batch.columns.column_names if batch.columns is not None else []
     if column not in names:
-        order = np.random.default_rng([seed, 5]).permutation(n)
-        cut = max(n // 10, 1)
-        return np.sort(order[:cut]), np.sort(order[cut:])
+        train, val = split_rows(len(batch), val_fraction=0.1, seed=seed)
+        return val, train
     labels = np.asarray(batch.columns.column(column).to_pylist(), dtype=object)
     cal = np.flatnonzero(labels == split)
     if split == "train":

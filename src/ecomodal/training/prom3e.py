@@ -45,6 +45,7 @@ def train_prom3e(
     visible_counts: Sequence[int] = (1, 2),
     visible_probs: Sequence[float] = (0.9, 0.1),
     num_workers: int = 0,
+    calibrate: bool = True,
     trainer: TrainerOptions | None = None,
     **trainer_options: Any,
 ) -> TrainResult:
@@ -56,6 +57,11 @@ def train_prom3e(
     same weights as an uninterrupted run. Multi-device and multi-node runs use Lightning's own
     strategies (``strategy="ddp"``, ``devices=2``, ``num_nodes=...``; Lightning detects SLURM).
     ``precision="bf16"`` trains in bfloat16 autocast.
+
+    With ``calibrate=True`` (default), ``best/`` is calibrated at the end on the validation rows
+    (:func:`ecomodal.training.calibrate.calibrate`: neighbours from the training rows, the completion
+    mix and the uncertainty model), so ``load_model(best_dir).complete`` is retrieval-augmented and
+    gives ``expected_error``; the calibration report goes into ``run.json``.
 
     ``trainer``: devices, precision (``"fp32"`` or ``"bf16"``), ``resume`` and ``show_progress``
     (:class:`~ecomodal.training.trainer.TrainerOptions`); its fields may also be passed as
@@ -123,6 +129,12 @@ def train_prom3e(
     )
     if trainer.is_global_zero:
         check_trained(result)
+        calibration = None
+        if calibrate:
+            from ecomodal.training.calibrate import calibrate as fit_calibration
+
+            rows = (datamodule.val_rows, datamodule.train_rows)
+            calibration = fit_calibration(result.best_dir, data, rows=rows, seed=seed).report
         summary = {
             "best_val_loss": result.best_val_loss,
             "best_epoch": result.best_epoch,
@@ -132,6 +144,7 @@ def train_prom3e(
             "lr": lr,
             "precision": lightning_precision(options.precision),  # run.json keeps its values
             "model_config": config.to_dict(),
+            **({"calibration": calibration} if calibration is not None else {}),
         }
         with atomic_path(out / "run.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
