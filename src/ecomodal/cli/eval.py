@@ -15,7 +15,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from ecomodal.errors import OptionFormatError
+from ecomodal.errors import InvalidArgumentError, OptionFormatError
 from ecomodal.options import check_range, parse_key_values, parse_list, parse_numbers
 
 
@@ -34,6 +34,36 @@ class EvalCommand(TyperCommand):
 
 def _named_table(value: str) -> tuple[str, str]:
     return Path(value).stem, value
+
+
+def _tables(
+    task: str, data: list[str] | None, train: str | None, test: str | None, split: str
+) -> dict[str, str]:
+    """The ``--data`` tables by name; ``--train``/``--test`` checked to come together, without
+    ``--data`` nor a ``--split`` other than published."""
+    if train is None and test is None:
+        if not data:
+            raise InvalidArgumentError(
+                "Give --data TABLE (one table divided by --split) or --train TABLE and "
+                "--test TABLE."
+            )
+        return parse_key_values(data, option="--data", key="NAME", value="PATH",
+                                allow_bare=_named_table)  # fmt: skip
+    if data:
+        raise InvalidArgumentError("--data cannot be combined with --train/--test; give one form.")
+    if train is None or test is None:
+        given, other = ("--train", "--test") if test is None else ("--test", "--train")
+        raise InvalidArgumentError(f"{given} needs {other} too (a training and a test table).")
+    if task == "compare":
+        raise InvalidArgumentError(
+            "compare takes its tables as --data NAME=PATH, not --train/--test."
+        )
+    if split != "published":
+        raise InvalidArgumentError(
+            f"--split {split} divides one --data table; with --train and --test the test table "
+            "is the test set."
+        )
+    return {}
 
 
 def task_options(items: list[str] | None, chosen: list[str]) -> dict[str, dict[str, Any]]:
@@ -62,11 +92,25 @@ def task_options(items: list[str] | None, chosen: list[str]) -> dict[str, dict[s
 
 def eval_command(
     task: Annotated[str, typer.Argument(help="A registered task (listed below) or 'all'.")],
-    data: Annotated[
-        list[str],
-        typer.Option(help="Embedding table (Parquet). compare: repeat as NAME=PATH per model."),
-    ],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json and report.html.")],
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Embedding table (Parquet), divided by --split. compare: repeat as NAME=PATH "
+            "per model."
+        ),
+    ] = None,
+    train: Annotated[
+        str | None,
+        typer.Option(
+            help="A training table (Parquet), with --test instead of --data: fits, references "
+            "and calibration rows come from it."
+        ),
+    ] = None,
+    test: Annotated[
+        str | None,
+        typer.Option(help="A test table (Parquet), with --train: every row of it is scored."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="ProM3E: folder, local-dir:PATH or hf-hub:ORG/NAME.")
     ] = None,
@@ -109,8 +153,7 @@ def eval_command(
             f"Unknown task {task!r}; expected one of: {', '.join([*task_names(), 'all'])}."
         )
     chosen = list(task_names(in_all=True)) if task == "all" else [task]
-    tables = parse_key_values(data, option="--data", key="NAME", value="PATH",
-                              allow_bare=_named_table)  # fmt: skip
+    tables = _tables(task, data, train, test, split)
     feature_sets = parse_feature_sets(features) if features else None
     shot_values = parse_numbers(shots, int, option="--shots")
     for value in shot_values or [None]:
@@ -120,8 +163,10 @@ def eval_command(
         check_range(max_queries, "--max-queries", minimum=1, integer=True)
     check_range(seed, "--seed", minimum=0, integer=True)
     metrics = evaluate(
-        next(iter(tables.values())),
+        next(iter(tables.values())) if tables else None,
         model,
+        train=train,
+        test=test,
         tasks="all" if task == "all" else [task],
         labels=parse_list(label) or ["scientific_name"],
         out=out,

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ecomodal.deprecation import renamed_arguments
+from ecomodal.eval.common import (
+    check_no_rows,
+    eval_rows,
+    model_inputs,
+    require_model,
+    resolve_model,
+)
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
+from ecomodal.io.reader import TableLike
+from ecomodal.modalities import parse_modalities
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import parse_list
+from ecomodal.report import Section
 from ecomodal.vectors import normalise
 
 
@@ -64,13 +78,15 @@ def evaluate_completion(
     visible_sets: Sequence[Sequence[str]] | None = None,
     n_samples: int = 0,
     seed: int = 0,
+    train_mean: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Score the model's completions of every hidden modality against the two baselines.
 
     For each visible set (default: every single modality) and each other modality, the rows that
     have all of them are completed; the model, the mean-of-visible and the nearest-neighbour (in
     ``reference``, typically the training rows) predictions are scored by
-    :func:`completion_scores`. Returns ``{"image->text": {"model_cosine": ..., ...}, ...}`` plus an
+    :func:`completion_scores`; with ``train_mean`` also the mean of the target modality over the
+    ``reference`` rows (one constant prediction, ``train_mean_*``). Returns ``{"image->text": {"model_cosine": ..., ...}, ...}`` plus an
     ``"average"`` entry over all pairs.
     """
     names = list(model.modalities)
@@ -100,6 +116,9 @@ def evaluate_completion(
                 "mean": mean_of_visible(emb, vis),
                 "nn": nearest_neighbour(emb, vis, target, reference, reference_present),
             }
+            if train_mean:
+                mean = reference[reference_present[:, target], target].mean(axis=0)
+                predictions["train_mean"] = np.broadcast_to(mean, truth.shape)
             for label, prediction in predictions.items():
                 for metric, value in completion_scores(prediction, truth).items():
                     entry[f"{label}_{metric}"] = value
@@ -158,3 +177,88 @@ def sigma_by_visible_count(
         if values:
             out[count] = float(np.concatenate(values).mean())
     return out
+
+
+@renamed_arguments(table="data")
+def completion(
+    data: TableLike | None = None,
+    model: Any = None,
+    *,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
+    visible_sets: Sequence[Sequence[str] | str] | None = None,
+    split: str | np.ndarray = "published",
+    n_samples: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ProM3E's completions of the test rows against three baselines with no training: the mean
+    of the visible embeddings, the nearest training row in the visible modalities (its target
+    embedding) and the training mean of the target modality (see :func:`evaluate_completion`).
+
+    Rows: the test rows of ``split`` complete, the train and val rows are the reference; or, with
+    ``train`` and ``test`` instead of ``data``, every row of ``test`` completes and every row of
+    ``train`` is the reference. ``visible_sets`` defaults to each single modality that the table
+    and the model share. Returns ``{"split", "rows", "reference_rows", "pairs": {"loc->env":
+    {"model_cosine", "model_r1", "nn_cosine", ...}, ..., "average": {...}}}``.
+    """
+    rows = eval_rows(data, train, test, task="completion", split=split, seed=seed)
+    prom3e = require_model(resolve_model(model), "completion")
+    batch, sides = rows.batch, rows.sides(seed=seed)
+    tested, reference = sides == "test", sides != "test"
+    check_no_rows(tested, "completion", f"test rows (split {rows.split_name!r})")
+    check_no_rows(reference, "completion", f"training rows (split {rows.split_name!r})")
+    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
+    sets = (
+        [[m] for m in names]
+        if visible_sets is None
+        else [parse_modalities(s, names) for s in visible_sets]
+    )
+    emb, present = model_inputs(batch, prom3e)
+    pairs = evaluate_completion(
+        prom3e,
+        emb[tested],
+        present[tested],
+        emb[reference],
+        present[reference],
+        visible_sets=sets,
+        n_samples=n_samples,
+        seed=seed,
+        train_mean=True,
+    )
+    return {
+        "split": rows.split_name,
+        "rows": int(tested.sum()),
+        "reference_rows": int(reference.sum()),
+        "pairs": pairs,
+    }
+
+
+def _section(result: Mapping[str, Any]) -> Section:
+    rows = [{"pair": pair, **scores} for pair, scores in result["pairs"].items()]
+    text = (
+        f"{result['rows']} test rows completed ({result['split']}); baselines: the mean of the "
+        f"visible embeddings (mean), the nearest of {result['reference_rows']} training rows in "
+        "the visible modalities (nn) and the training mean of the completed modality "
+        "(train_mean). cosine: to the truth; r1: the truth is the closest of all test rows."
+    )
+    return Section("Completion against baselines", text, rows)
+
+
+def _parse_sets(text: str) -> list[list[str]]:
+    return [parse_list(part) for part in text.split(";") if part.strip()]
+
+
+@register_task(
+    name="completion",
+    description="ProM3E completion of each modality against mean, nearest-neighbour and "
+    "training-mean baselines.",
+    options=[
+        TaskOption("visible", None, "visible sets, e.g. 'loc;loc,env' (default: each)", _parse_sets)
+    ],
+    section=_section,
+    needs_model=True,
+    in_all=False,
+    order=45,
+)
+def _run(context: EvalContext, visible: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    return completion(context.table_rows, context.model, visible_sets=visible, seed=context.seed)

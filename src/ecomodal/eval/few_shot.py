@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
-from ecomodal.eval.common import check_counts, eval_table, resolve_model
-from ecomodal.eval.probe import feature_sets, label_values, parse_feature_sets
+from ecomodal.eval.common import check_counts, eval_rows, resolve_model, unseen_classes
+from ecomodal.eval.probe import dropped_text, feature_sets, label_values, parse_feature_sets
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.eval.zero_shot import class_prototypes
 from ecomodal.io.reader import TableLike
@@ -55,9 +54,11 @@ def _predict(method: str, train_x, train_y, test_x, seed: int) -> np.ndarray:
 
 @renamed_arguments(table="data")
 def few_shot(
-    data: TableLike,
+    data: TableLike | None = None,
     *,
     label: str,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     features: str | Sequence[str] = ("image",),
     model: Any = None,
     shots: Sequence[int] = (1, 5, 10),
@@ -73,7 +74,10 @@ def few_shot(
     fewer are left out); the test rows of the remaining classes are classified by nearest
     centroid (cosine to the normalised class mean) and/or a MinMax-scaled ridge or logistic
     probe. ``features`` as in :func:`~ecomodal.eval.probe.feature_sets` (several modalities: their
-    TaxaBind fusion). Draw r of k uses seed ``mix_seed(seed, k, r)``.
+    TaxaBind fusion). Draw r of k uses seed ``mix_seed(seed, k, r)``. Or ``train`` and ``test``
+    instead of ``data``: support rows from the training table, queries from the test table.
+    Test rows whose class no training row has are left out and said
+    (``dropped_test_classes``: per feature set, the classes and the number of rows).
     """
     shots = check_counts(shots, "shots")
     check_range(repeats, "repeats", minimum=1, integer=True)
@@ -82,19 +86,23 @@ def few_shot(
         raise InvalidArgumentError(
             f"methods must be some of {', '.join(METHODS)}; got {list(methods)!r}."
         )
-    batch = eval_table(data, "few-shot")
+    rows_in = eval_rows(data, train, test, task="few-shot", split=split, columns=[label], seed=seed)
+    batch = rows_in.batch
     labels, known = label_values(batch, label)
     prom3e = resolve_model(model)
-    sides = make_split(batch, split, seed=seed)
+    sides = rows_in.sides(seed=seed)
     sets = feature_sets(
         batch, features, model=prom3e, visible=visible, combine=("fusion",), seed=seed
     )
     results: dict[str, Any] = {}
+    dropped: dict[str, Any] = {}
     for name, (values, rows) in sets.items():
         values, rows = values[known[rows]], rows[known[rows]]
         y = labels[rows]
-        train = np.flatnonzero(np.isin(sides[rows], ("train", "val")))
-        test = np.flatnonzero(sides[rows] == "test")
+        is_train = np.isin(sides[rows], ("train", "val"))
+        unseen, dropped[name] = unseen_classes(y, is_train, sides[rows] == "test")
+        train = np.flatnonzero(is_train)
+        test = np.flatnonzero((sides[rows] == "test") & ~unseen)
         per_feature: dict[str, Any] = {}
         for k in shots:
             runs: dict[str, list[float]] = {m: [] for m in methods}
@@ -115,12 +123,19 @@ def few_shot(
                 if v
             } | {"classes": classes}
         results[name] = per_feature
-    return {"label": label, "repeats": repeats, "results": results}
+    return {
+        "label": label,
+        "repeats": repeats,
+        "results": results,
+        "dropped_test_classes": dropped,
+    }
 
 
 def _section(results: Mapping[str, Any]) -> Section:
-    rows = []
+    rows, dropped = [], {}
     for label, result in results.items():
+        for feature, entry in result.get("dropped_test_classes", {}).items():
+            dropped[f"{label}, {feature}"] = entry
         for feature, by_k in result["results"].items():
             for k, entry in by_k.items():
                 for method, stats in entry.items():
@@ -134,7 +149,8 @@ def _section(results: Mapping[str, Any]) -> Section:
                                 **stats,
                             }
                         )
-    return Section("Few-shot classification", "Mean and std over seeded draws.", rows)
+    text = " ".join(["Mean and std over seeded draws.", dropped_text(dropped)])
+    return Section("Few-shot classification", text.strip(), rows)
 
 
 @register_task(
@@ -163,7 +179,7 @@ def _run(
 ) -> dict[str, Any]:
     return {
         label: few_shot(
-            context.batch,
+            context.table_rows,
             label=label,
             features=features,
             model=context.model,

@@ -17,7 +17,7 @@ from ecomodal.eval.common import (
     check_counts,
     check_optional_count,
     check_split,
-    eval_table,
+    eval_rows,
     fingerprint,
     resolve_model,
 )
@@ -121,9 +121,11 @@ def _check_arguments(
 
 @renamed_arguments(table="data")
 def evaluate(
-    data: TableLike,
+    data: TableLike | None = None,
     model: Any = None,
     *,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     tasks: Sequence[str] | str = "all",
     labels: Sequence[str] = ("scientific_name",),
     out: str | os.PathLike[str] | None = None,
@@ -151,6 +153,13 @@ def evaluate(
     are skipped (and say so) without one. ``options`` maps a task name to its options (see
     :func:`~ecomodal.eval.registry.get_task`), for any registered task; they override the
     named keywords above.
+
+    ``train`` and ``test`` (instead of ``data``): a training table and a separate test table
+    with the same modalities. Probes and few-shot fit on the training rows, retrieval tunes its
+    delta on the training table's validation rows (its ``split`` column's ``val`` rows, else a
+    seeded tenth), completion baselines look up the training rows, and every task scores every
+    row of the test table; test rows of a class never seen in training are dropped from the
+    probes and few-shot and counted (``dropped_test_classes``).
     """
     chosen = [t.name for t in choose_tasks(tasks)]
     labels = _check_arguments(labels, split, shots, repeats, max_queries, seed)
@@ -164,21 +173,29 @@ def evaluate(
             "compare": {"tables": compare_tables, "group": compare_group},
         },
     )
-    batch = eval_table(data, "evaluate")
-    if any(name in LABELLED_TASKS for name in chosen):
-        for label in labels:
-            batch.column(label)  # a missing label column is an error before any task runs
+    labelled = any(name in LABELLED_TASKS for name in chosen)
+    rows = eval_rows(  # a missing label column is an error before any task runs
+        data, train, test, task="evaluate", split=split, columns=labels if labelled else (),
+        seed=seed,
+    )  # fmt: skip
+    batch = rows.batch
     prom3e = resolve_model(model)
-    context = EvalContext(batch, prom3e, labels=tuple(labels), split=split, seed=seed)
+    context = EvalContext(
+        batch, prom3e, labels=tuple(labels), split=rows.split, seed=seed, rows=rows
+    )
     metrics = run_tasks(context, chosen, {t: per_task[t] for t in chosen if t in per_task})
     if out is not None:
         config = {
             "tasks": chosen,
             "labels": list(labels),
-            "split": split,
+            "split": rows.split_name,
             "model": None if prom3e is None else prom3e.config.to_dict(),
             "model_spec": None if model is None or prom3e is model else str(model),
-            "table": str(data) if isinstance(data, str | Path) else type(data).__name__,
+        }
+        for name, table in {"table": data, "train": train, "test": test}.items():
+            if table is not None:
+                config[name] = str(table) if isinstance(table, str | Path) else type(table).__name__
+        config |= {
             "rows": len(batch),
             "shots": list(shots),
             "repeats": repeats,

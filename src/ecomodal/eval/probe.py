@@ -7,16 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.common import (
     check_optional_count,
-    eval_table,
+    eval_rows,
     model_inputs,
     normalise,
     require_model,
     resolve_model,
+    unseen_classes,
 )
 from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.batch import EmbeddingBatch
@@ -137,13 +137,15 @@ def fit_probes(
     classifier: str = "ridge",
     max_train_rows: int | None = MAX_TRAIN_ROWS,
     seed: int = 0,
+    drop_unseen: bool = False,
 ) -> dict[str, Any]:
     """Fit one probe per feature set of :func:`feature_sets` on its train and val rows (of
     ``sides``) with a known label, and score it on its test rows.
 
     At most ``max_train_rows`` training rows are used (a seeded sample), which bounds the memory
     of wide features (ProM3E hidden tokens: thousands of columns) on large tables; every test row
-    is scored. ``None`` uses them all.
+    is scored. ``None`` uses them all. ``drop_unseen`` leaves out the test rows whose class no
+    training row has, and says which (``dropped_test_classes``: classes and rows).
     """
     results: dict[str, Any] = {}
     for name, (values, rows) in sets.items():
@@ -151,6 +153,10 @@ def fit_probes(
         values, rows = values[keep], rows[keep]
         train = np.isin(sides[rows], ("train", "val"))
         test = sides[rows] == "test"
+        dropped = None
+        if drop_unseen:
+            unseen, dropped = unseen_classes(labels[rows], train, test)
+            test &= ~unseen
         if train.sum() < 2 or test.sum() < 1 or len(set(labels[rows][train])) < 2:
             results[name] = {"error": "too few labelled train/test rows", "n": int(len(rows))}
             continue
@@ -175,15 +181,19 @@ def fit_probes(
             n_classes=int(len(set(labels[rows][train]))),
             n_features=int(values.shape[1]),
         )
+        if dropped is not None:
+            scores["dropped_test_classes"] = dropped
         results[name] = scores
     return results
 
 
 @renamed_arguments(table="data")
 def linear_probe(
-    data: TableLike,
+    data: TableLike | None = None,
     *,
     label: str,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     features: str | Sequence[str] = ("loc",),
     model: Any = None,
     split: str | np.ndarray = "published",
@@ -199,15 +209,19 @@ def linear_probe(
 
     ``features``: see :func:`feature_sets`. ``split``: ``"published"`` (the table's ``split``
     column), ``"spatial-block"`` (whole ``block_deg`` cells of ``lat``/``lon`` go to one side,
-    so nearby points do not leak) or ``"random"``. Returns ``{"results": {feature name: scores},
+    so nearby points do not leak) or ``"random"``. Or ``train`` and ``test`` instead of ``data``:
+    the probe is fitted on the training table and scores every row of the test table whose class
+    the training table has (the others are dropped and counted in each result's
+    ``dropped_test_classes``). Returns ``{"results": {feature name: scores},
     "accuracy": ...}``, the top-level accuracy being that of the first feature set.
     """
     check_optional_count(max_train_rows, "max_train_rows", minimum=2)
     make_classifier(classifier)  # an unknown classifier is an error before any work
-    batch = eval_table(data, "probe")
+    rows = eval_rows(data, train, test, task="probe", split=split, columns=[label], seed=seed)
+    batch = rows.batch
     labels, known = label_values(batch, label)
     prom3e = resolve_model(model)
-    sides = make_split(batch, split, seed=seed, block_deg=block_deg)
+    sides = rows.sides(seed=seed, block_deg=block_deg)
     sets = feature_sets(batch, features, model=prom3e, visible=visible, combine=combine, seed=seed)
     results = fit_probes(
         sets,
@@ -217,28 +231,53 @@ def linear_probe(
         classifier=classifier,
         max_train_rows=max_train_rows,
         seed=seed,
+        drop_unseen=rows.two_tables,
     )
     first = next((r for r in results.values() if "accuracy" in r), {})
     return {
         "label": label,
-        "split": split if isinstance(split, str) else "given",
+        "split": rows.split_name,
         "classifier": classifier,
         "results": results,
         "accuracy": first.get("accuracy"),
     }
 
 
+def dropped_text(dropped: Mapping[str, Mapping[str, Any]], shown: int = 10) -> str:
+    """The report's sentence on test rows dropped for a class no training row has, from
+    ``{where: {"classes": [...], "rows": N}}`` (empty when none was dropped)."""
+    parts = []
+    for where, entry in dropped.items():
+        if entry["rows"]:
+            classes = ", ".join(entry["classes"][:shown])
+            more = (
+                f" and {len(entry['classes']) - shown} more"
+                if len(entry["classes"]) > shown
+                else ""
+            )
+            parts.append(
+                f"{where}: {entry['rows']} test rows of {len(entry['classes'])} classes never seen "
+                f"in training were dropped ({classes}{more})."
+            )
+    return " ".join(parts)
+
+
 def _section(results: Mapping[str, Any]) -> Section:
-    rows, bars = [], {}
+    rows, bars, dropped = [], {}, {}
     for label, result in results.items():
         for feature, scores in result["results"].items():
+            scores = dict(scores)
+            if "dropped_test_classes" in scores:
+                dropped[f"{label}, {feature}"] = scores.pop("dropped_test_classes")
+                scores["dropped_test_rows"] = dropped[f"{label}, {feature}"]["rows"]
             rows.append({"label": label, "features": feature, "split": result["split"], **scores})
             if "accuracy" in scores:
                 bars.setdefault(feature, {})[label] = 100 * scores["accuracy"]
     figures = [
         bar_chart(bars, title="Linear probe accuracy", ylabel="accuracy (%)", xlabel="label")
     ]
-    return Section("Linear probes", "MinMax-scaled features, RidgeClassifierCV.", rows, figures)
+    text = " ".join(["MinMax-scaled features, RidgeClassifierCV.", dropped_text(dropped)])
+    return Section("Linear probes", text.strip(), rows, figures)
 
 
 def parse_feature_sets(text: str) -> list[str | tuple[str, ...]]:
@@ -271,7 +310,8 @@ def _run(
     features: Sequence[str | Sequence[str]] | None,
     visible: Sequence[str] | None,
 ) -> dict[str, Any]:
-    batch, prom3e, seed, split = context.batch, context.model, context.seed, context.split
+    rows, prom3e, seed = context.table_rows, context.model, context.seed
+    batch = rows.batch
     non_text = context.non_text
     feature_list = (
         list(features)
@@ -282,12 +322,14 @@ def _run(
             + ([HIDDEN, COMPLETED] if prom3e is not None else [])
         )
     )
-    sides = make_split(batch, split, seed=seed)
+    sides = rows.sides(seed=seed)
     targets = {label: label_values(batch, label) for label in context.labels}
-    metrics = {label: {"split": split, "results": {}} for label in context.labels}
+    metrics = {label: {"split": rows.split_name, "results": {}} for label in context.labels}
     for feature in feature_list:  # one feature set in memory at a time, every label
         matrices = feature_sets(batch, feature, model=prom3e, visible=visible, seed=seed)
         for label, (values, known) in targets.items():
-            metrics[label]["results"].update(fit_probes(matrices, values, known, sides, seed=seed))
+            metrics[label]["results"].update(
+                fit_probes(matrices, values, known, sides, seed=seed, drop_unseen=rows.two_tables)
+            )
         del matrices
     return metrics

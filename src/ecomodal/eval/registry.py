@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.errors import InvalidArgumentError
+from ecomodal.eval.common import EvalRows
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.models.prom3e import ProM3E
 from ecomodal.report import Section
@@ -54,13 +55,24 @@ class TaskOption:
 
 @dataclass
 class EvalContext:
-    """What every task of one :func:`~ecomodal.eval.harness.evaluate` call shares."""
+    """What every task of one :func:`~ecomodal.eval.harness.evaluate` call shares.
+
+    ``split`` divides ``batch`` into train/val/test (a name, or labels per row); ``rows``, when
+    set, are the resolved rows (e.g. a training and a test table joined, see
+    :func:`~ecomodal.eval.common.eval_rows`), ``batch`` and ``split`` then being theirs.
+    """
 
     batch: EmbeddingBatch
     model: ProM3E | None = None
     labels: Sequence[str] = ("scientific_name",)
-    split: str = "published"
+    split: str | np.ndarray = "published"
     seed: int = 0
+    rows: EvalRows | None = None
+
+    @property
+    def table_rows(self) -> EvalRows:
+        """The rows tasks evaluate: :attr:`rows`, or :attr:`batch` divided by :attr:`split`."""
+        return self.rows if self.rows is not None else EvalRows(self.batch, self.split)
 
     @property
     def present(self) -> list[str]:

@@ -8,13 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidArgumentError
 from ecomodal.eval.common import (
     check_counts,
     check_optional_count,
-    eval_table,
+    eval_rows,
     model_inputs,
     normalise,
     resolve_model,
@@ -108,9 +107,11 @@ def parse_pair(pair: str | Sequence[str]) -> tuple[str, str]:
 
 @renamed_arguments(table="data")
 def retrieval(
-    data: TableLike,
+    data: TableLike | None = None,
     model: Any = None,
     *,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     pairs: Sequence[tuple[str, str]] | None = None,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     split: str | np.ndarray = "published",
@@ -130,20 +131,23 @@ def retrieval(
     takes a seeded sample of queries (the gallery stays whole). Ties count in the query's favour,
     so with a ``text`` gallery (one embedding per species) a query counts as found when it ranks
     its species first. The table is loaded in memory; for galleries beyond memory call
-    :func:`ranks_of_truth` on a memory-mapped array.
+    :func:`ranks_of_truth` on a memory-mapped array. With ``train`` and ``test`` instead of
+    ``data``, the queries and the gallery are every row of ``test`` and delta is tuned on the
+    training table's validation rows (see :func:`~ecomodal.eval.common.eval_rows`).
     """
     max_queries = check_optional_count(max_queries, "max_queries")
     ks = check_counts(ks, "ks")
     for delta in deltas:
         check_range(delta, "deltas", minimum=0, maximum=1)
     check_range(n_samples, "n_samples", minimum=0, integer=True)
-    batch = eval_table(data, "retrieval")
+    rows_in = eval_rows(data, train, test, task="retrieval", split=split, seed=seed)
+    batch = rows_in.batch
     names = [m for m in batch.modalities if batch.present[m].any()]
     if pairs is None:
         pairs = list(itertools.permutations(names, 2))
     pairs = [parse_pair(pair) for pair in pairs]
     prom3e = resolve_model(model)
-    labels = make_split(batch, split, seed=seed)
+    labels = rows_in.sides(seed=seed)
     results: dict[str, Any] = {}
     rng = np.random.default_rng(seed)
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -207,7 +211,7 @@ def retrieval(
                 ranks_of_truth(completions, gallery, query_rows), ks
             )
         results[f"{source}->{target}"] = entry
-    return {"pairs": results, "split": split if isinstance(split, str) else "given"}
+    return {"pairs": results, "split": rows_in.split_name}
 
 
 def _section(result: Mapping[str, Any]) -> Section:
@@ -263,7 +267,7 @@ def _run(
     context: EvalContext, pairs: Sequence[str | Sequence[str]] | None, max_queries: int | None
 ) -> dict[str, Any]:
     return retrieval(
-        context.batch,
+        context.table_rows,
         context.model,
         pairs=pairs,
         split=context.split,

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.eval.common import (
     check_no_rows,
     check_optional_count,
-    eval_table,
+    eval_rows,
     model_inputs,
     require_model,
     resolve_model,
@@ -42,9 +41,11 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 @renamed_arguments(table="data")
 def uncertainty(
-    data: TableLike,
-    model: Any,
+    data: TableLike | None = None,
+    model: Any = None,
     *,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     visible_sets: Sequence[Sequence[str] | str] | None = None,
     max_sets_per_count: int | None = 10,
     split: str | np.ndarray | None = "published",
@@ -56,7 +57,8 @@ def uncertainty(
 
     ``visible_sets`` defaults to every non-empty subset of the modalities the table and model
     share (at most ``max_sets_per_count`` of each size, a seeded sample). Rows: the test rows of
-    ``split`` (``None``: every row); each set uses the rows that have all of it.
+    ``split`` (``None``: every row), or every row of ``test`` when ``train`` and ``test`` are
+    given instead of ``data``; each set uses the rows that have all of it.
 
     Returns ``sets`` (per set: rows, mean, std, quantiles of sigma_l1, mean completion error =
     1 - cosine of the completed hidden modalities with the truth, and the Spearman correlation of
@@ -68,11 +70,12 @@ def uncertainty(
     check_optional_count(max_sets_per_count, "max_sets_per_count")
     check_optional_count(max_samples, "max_samples")
     check_optional_count(n_samples, "n_samples", minimum=0)
-    batch = eval_table(data, "uncertainty")
+    rows_in = eval_rows(data, train, test, task="uncertainty", split=split, seed=seed)
+    batch = rows_in.batch
     prom3e = require_model(resolve_model(model), "uncertainty")
-    if split is not None:
-        batch = batch.select(make_split(batch, split, seed=seed) == "test")
-        check_no_rows(len(batch), "uncertainty", f"test rows (split {split!r})")
+    if rows_in.split is not None:
+        batch = batch.select(rows_in.sides(seed=seed) == "test")
+        check_no_rows(len(batch), "uncertainty", f"test rows (split {rows_in.split_name!r})")
     names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
     emb, present = model_inputs(batch, prom3e)
     order = list(prom3e.modalities)
@@ -216,4 +219,4 @@ def _section(result: Mapping[str, Any]) -> Section:
     order=50,
 )
 def _run(context: EvalContext) -> dict[str, Any]:
-    return uncertainty(context.batch, context.model, split=context.split, seed=context.seed)
+    return uncertainty(context.table_rows, context.model, seed=context.seed)

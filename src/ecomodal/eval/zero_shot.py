@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.data.splits import make_split
 from ecomodal.deprecation import renamed_arguments
 from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.eval.common import (
+    EvalRows,
     check_counts,
     check_no_rows,
-    eval_table,
+    eval_rows,
     model_inputs,
     normalise,
     resolve_model,
@@ -86,9 +86,11 @@ def _rank_of_candidates(
 
 @renamed_arguments(table="data")
 def zero_shot(
-    data: TableLike,
+    data: TableLike | None = None,
     model: Any = None,
     *,
+    train: TableLike | None = None,
+    test: TableLike | None = None,
     label: str = "scientific_name",
     visible: Sequence[str] | str = ("image",),
     ranks: Sequence[str] | None = None,
@@ -107,22 +109,27 @@ def zero_shot(
     ``direct`` (cosine of the one visible modality, or of TaxaBind's fusion of several, with the
     candidates) and, with a ProM3E ``model``, ``prom3e`` (the decoded ``text`` slot). ``ranks``
     (default: ``label`` and the coarser rank columns present, e.g. genus, family) scores a rank by
-    its best-scoring candidate. Rows: the test rows of ``split`` (``None``: every row).
+    its best-scoring candidate. Rows: the test rows of ``split`` (``None``: every row), or
+    every row of ``test`` when ``train`` and ``test`` are given instead of ``data`` (nothing is
+    trained: the default candidates are the ``label`` values of both tables).
     """
     ks = check_counts(ks, "ks")
     check_range(n_samples, "n_samples", minimum=0, integer=True)
-    batch = eval_table(data, "zero-shot")
+    table_rows = eval_rows(
+        data, train, test, task="zero-shot", split=split, columns=[label], seed=seed
+    )
+    batch = table_rows.batch
     vis = parse_modalities(visible, batch.modalities)
     prom3e = resolve_model(model)
     names, protos = _candidates(batch, label, candidates, text)
     labels, known = label_values(batch, label)
     rows = known & batch.has_all(vis)
-    if split is not None:
-        rows &= make_split(batch, split, seed=seed) == "test"
+    if table_rows.split is not None:
+        rows &= table_rows.sides(seed=seed) == "test"
     is_candidate = np.isin(labels, names)
     excluded = int((rows & ~is_candidate).sum())
     rows &= is_candidate
-    kind = "rows" if split is None else f"test rows (split {_split_name(split)})"
+    kind = "rows" if table_rows.split is None else f"test rows ({_split_name(table_rows)})"
     check_no_rows(
         rows,
         "zero-shot",
@@ -166,8 +173,10 @@ def zero_shot(
     }
 
 
-def _split_name(split: str | np.ndarray) -> str:
-    return repr(split) if isinstance(split, str) else "given as an array"
+def _split_name(rows: EvalRows) -> str:
+    if rows.two_tables:
+        return f"{rows.tables[1]}"
+    return f"split {rows.split!r}" if isinstance(rows.split, str) else "split given as an array"
 
 
 def _section(results: Mapping[str, Any]) -> Section:
@@ -204,7 +213,7 @@ def _run(context: EvalContext, visible: Sequence[Sequence[str]] | None) -> dict[
     sets = visible or ([[m] for m in non_text] + ([non_text] if len(non_text) > 1 else []))
     return {
         "+".join(v): zero_shot(
-            context.batch,
+            context.table_rows,
             context.model,
             label=context.labels[0],
             visible=v,
