@@ -105,6 +105,12 @@ def train_prom3e_command(
     mlp_dim: Annotated[int, typer.Option(help="Transformer MLP width.")] = 2048,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.1,
     masked_only: Annotated[bool, typer.Option(help="Reconstruct hidden modalities only.")] = False,
+    lambda_kl: Annotated[
+        float, typer.Option(help="Weight of the KL term (published 1e-3).")
+    ] = 1e-3,
+    noise: Annotated[
+        str, typer.Option(help="Latent noise: per-row (published) or per-dimension.")
+    ] = "per-row",
     visible_counts: Annotated[
         str, typer.Option(help="Training mask: how many modalities stay visible, e.g. 1,2.")
     ] = "1,2",
@@ -122,6 +128,7 @@ def train_prom3e_command(
 ) -> None:
     """Train ProM3E on an embedding table; writes RUN_DIR/best and RUN_DIR/last in the published format."""
     from ecomodal.modalities import MODALITIES
+    from ecomodal.models.config import check_noise
     from ecomodal.options import parse_list, parse_numbers
     from ecomodal.training.prom3e import train_prom3e
     from ecomodal.training.tasks import check_visible
@@ -139,7 +146,9 @@ def train_prom3e_command(
         heads=heads,
         mlp_dim=mlp_dim,
         dropout=dropout,
+        lambda_kl=lambda_kl,
     )
+    check_noise(noise, "--noise")
     chosen = parse_list(modalities) or None
     counts = parse_numbers(visible_counts, int, option="--visible-counts")
     probs = parse_numbers(visible_probs, float, option="--visible-probs")
@@ -150,7 +159,6 @@ def train_prom3e_command(
         "heads": heads,
         "mlp_dim": mlp_dim,
         "dropout": dropout,
-        "masked_only": masked_only,
     }
     result = train_prom3e(
         data,
@@ -164,6 +172,9 @@ def train_prom3e_command(
         modalities=chosen,
         visible_counts=counts,
         visible_probs=probs,
+        masked_only=masked_only,
+        lambda_kl=lambda_kl,
+        noise=noise,
         calibrate=calibrate,
         trainer=trainer,
     )

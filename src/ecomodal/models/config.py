@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ecomodal.errors import CheckpointError
+from ecomodal.errors import CheckpointError, InvalidArgumentError
 from ecomodal.modalities import MODALITIES
 
 #: Whole-number fields of :class:`ProM3EConfig` and their least value.
@@ -25,12 +25,27 @@ _COUNT_FIELDS = {
     "num_cls_tokens": 0,
 }
 
+#: The latent noise of :meth:`ProM3E.sample_latent`: one scalar per row for every latent dimension
+#: (published) or one independent draw per dimension.
+NOISE_KINDS = ("per-row", "per-dimension")
+
+
+def check_noise(noise: Any, name: str = "noise") -> str:
+    """``noise`` if it is one of :data:`NOISE_KINDS`, else an :class:`InvalidArgumentError` naming
+    ``name`` (a keyword or a command line flag) and the choices."""
+    if noise not in NOISE_KINDS:
+        raise InvalidArgumentError(
+            f"Unknown {name} {noise!r}; expected one of: {', '.join(NOISE_KINDS)}."
+        )
+    return noise
+
 
 @dataclass
 class ProM3EConfig:
     """Constructor arguments of :class:`ProM3E`; stored as ``config.json`` beside the weights.
 
-    The defaults are the published model (27.33 M parameters).
+    The defaults are the published model (27.33 M parameters). ``noise`` (not in published
+    configs, which load as ``"per-row"``) is the kind of latent noise, see :data:`NOISE_KINDS`.
     """
 
     input_dim: int = 512
@@ -45,6 +60,7 @@ class ProM3EConfig:
     dropout: float = 0.1
     lambda_kl: float = 1e-3
     modalities: tuple[str, ...] = MODALITIES
+    noise: str = "per-row"
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -87,6 +103,8 @@ class ProM3EConfig:
                 fail(name, f"a finite number {bounds}")
         if not isinstance(self.masked_only, bool):
             fail("masked_only", "true or false")
+        if self.noise not in NOISE_KINDS:
+            fail("noise", f"one of {', '.join(NOISE_KINDS)}")
         names = self.modalities
         if (
             isinstance(names, (str, bytes))
@@ -103,6 +121,8 @@ class ProM3EConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["modalities"] = list(self.modalities)
+        if self.noise == "per-row":  # the published config.json has no such key
+            del out["noise"]
         return out
 
     @classmethod

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +13,24 @@ from torch import nn
 from ecomodal.errors import InvalidArgumentError
 
 _MASK_BITS = 31
+
+
+def config_keywords(*names: str) -> Callable[[Callable[..., Any]], Any]:
+    """Decorate a function in a class body: a static method whose keywords ``names`` default,
+    when it is called on an instance, to the same-named fields of the instance's ``config`` (a
+    caller's own keywords still win); called on the class, it keeps its own defaults."""
+    return functools.partial(_ConfigKeywords, names=names)
+
+
+class _ConfigKeywords:
+    def __init__(self, func: Callable[..., Any], names: tuple[str, ...]):
+        self.func, self.names = func, names
+        functools.update_wrapper(self, func)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Callable[..., Any]:
+        if obj is None:
+            return self.func
+        return functools.partial(self.func, **{n: getattr(obj.config, n) for n in self.names})
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

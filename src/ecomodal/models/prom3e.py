@@ -39,12 +39,13 @@ from ecomodal.io.checkpoints import (
 from ecomodal.io.validate import check_normalisable
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.calibration import Calibration, resolve_calibration
-from ecomodal.models.config import ProM3EConfig
+from ecomodal.models.config import ProM3EConfig, check_noise
 from ecomodal.models.layers import (
     EncoderBlock,
     MLPBlock,
     StackedMLPs,
     cls_projection,
+    config_keywords,
     dropout,
 )
 from ecomodal.models.outputs import Completion, EncoderOutput  # noqa: F401  (re-exported)
@@ -270,26 +271,31 @@ class ProM3E(nn.Module):
         )
         return F.normalize(out.transpose(0, 1), dim=-1)
 
-    @staticmethod
+    @config_keywords("noise")
     def sample_latent(
         mu: torch.Tensor,
         logvar: torch.Tensor,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
         eps: torch.Tensor | None = None,
+        *,
+        noise: str = "per-row",
     ) -> torch.Tensor:
-        """The mean of ``n_samples`` draws z = mu + sigma * eps, eps one scalar per draw and row.
+        """The mean of ``n_samples`` draws z = mu + sigma * eps, eps one scalar per draw and row
+        (``noise="per-row"``, published) or one per draw, row and dimension (``"per-dimension"``);
+        called on a model, ``noise`` defaults to its ``config.noise``.
 
-        ``n_samples=0`` returns ``mu`` (no noise); a given ``eps`` [B] is used as the noise.
+        ``n_samples=0`` returns ``mu`` (no noise); a given ``eps`` ([B], or [B, E]) is the noise.
         """
-        if eps is not None:
-            return mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)[:, None]
-        if n_samples <= 0:
+        if eps is None and n_samples <= 0:
             return mu
-        eps = torch.randn(
-            mu.shape[0], n_samples, generator=generator, device=mu.device, dtype=mu.dtype
-        )
-        return mu + torch.exp(0.5 * logvar) * eps.mean(dim=1, keepdim=True)
+        if eps is None:
+            size = [mu.shape[0], n_samples] + (
+                [] if check_noise(noise) == "per-row" else [mu.shape[1]]
+            )
+            eps = torch.randn(size, generator=generator, device=mu.device, dtype=mu.dtype).mean(1)
+        eps = eps.to(mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * (eps[:, None] if eps.ndim == 1 else eps)
 
     def forward(
         self,
@@ -302,7 +308,8 @@ class ProM3E(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Training-style pass: encode the visible modalities, sample z, decode every modality.
 
-        ``eps`` [B] fixes the latent noise (otherwise drawn from ``generator``). Returns
+        ``eps`` [B] (or [B, E]) fixes the latent noise (otherwise drawn from ``generator`` as the
+        config's ``noise`` says). Returns
         ``{"reconstruction": [B, M, D], "mu": [B, E], "logvar": [B, E], "z": [B, E]}``.
         """
         enc = self.encode(embeddings, visible)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -12,9 +13,9 @@ import lightning as L
 
 from ecomodal.data.datamodules import EmbeddingDataModule
 from ecomodal.deprecation import renamed_arguments
-from ecomodal.errors import InvalidEmbeddingsError, UnknownModalityError
+from ecomodal.errors import InvalidArgumentError, InvalidEmbeddingsError, UnknownModalityError
 from ecomodal.io.atomic import atomic_path
-from ecomodal.models.config import ProM3EConfig
+from ecomodal.models.config import ProM3EConfig, check_noise
 from ecomodal.precision import lightning_precision
 from ecomodal.training.callbacks import TrainResult, check_trained, fit_resumably
 from ecomodal.training.tasks import ProM3ETask, check_visible
@@ -44,6 +45,9 @@ def train_prom3e(
     modalities: Sequence[str] | None = None,
     visible_counts: Sequence[int] = (1, 2),
     visible_probs: Sequence[float] = (0.9, 0.1),
+    masked_only: bool | None = None,
+    lambda_kl: float | None = None,
+    noise: str | None = None,
     num_workers: int = 0,
     calibrate: bool = True,
     trainer: TrainerOptions | None = None,
@@ -57,6 +61,10 @@ def train_prom3e(
     same weights as an uninterrupted run. Multi-device and multi-node runs use Lightning's own
     strategies (``strategy="ddp"``, ``devices=2``, ``num_nodes=...``; Lightning detects SLURM).
     ``precision="bf16"`` trains in bfloat16 autocast.
+
+    ``masked_only`` (reconstruct only the hidden modalities), ``lambda_kl`` (the KL weight,
+    published 1e-3) and ``noise`` (``"per-row"``, published, or ``"per-dimension"`` latent noise)
+    are stored in the model's config; given here, they override ``model_config``.
 
     With ``calibrate=True`` (default), ``best/`` is calibrated at the end on the validation rows
     (:func:`ecomodal.training.calibrate.calibrate`: neighbours from the training rows, the completion
@@ -78,7 +86,9 @@ def train_prom3e(
         t0=t0,
         val_fraction=val_fraction,
         num_workers=num_workers,
+        lambda_kl=lambda_kl,
     )
+    overrides = _config_overrides(masked_only=masked_only, lambda_kl=lambda_kl, noise=noise)
     if not isinstance(model_config, ProM3EConfig):
         sizes = ("input_dim", "embed_dim", "depth", "heads", "mlp_dim", "dropout")
         check_training_numbers(**{k: v for k, v in dict(model_config or {}).items() if k in sizes})
@@ -97,6 +107,7 @@ def train_prom3e(
         config = ProM3EConfig.from_dict(
             {**config.to_dict(), "modalities": list(modalities), "num_modalities": len(modalities)}
         )
+    config = dataclasses.replace(config, **overrides)
     check_visible(visible_counts, visible_probs, config.num_modalities)
     datamodule = EmbeddingDataModule(
         data,
@@ -149,6 +160,18 @@ def train_prom3e(
         with atomic_path(out / "run.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return result
+
+
+def _config_overrides(**values: Any) -> dict[str, Any]:
+    """The config fields given as ``train_prom3e`` keywords (None: not given), checked."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if "masked_only" in given and not isinstance(given["masked_only"], bool):
+        raise InvalidArgumentError(
+            f"masked_only must be True or False; got {given['masked_only']!r}."
+        )
+    if "noise" in given:
+        check_noise(given["noise"])
+    return given
 
 
 def _dims(data) -> tuple[dict[str, int], str]:

@@ -38,6 +38,7 @@ TRAINING_RANGES: dict[str, dict[str, Any]] = {
     "seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True},
     "lr": {"minimum": 0, "exclusive_minimum": True},
     "weight_decay": {"minimum": 0},
+    "lambda_kl": {"minimum": 0},
     "val_fraction": _FRACTION,
     "dropout": {"minimum": 0, "maximum": 1, "exclusive_maximum": True},
     "margin": {"minimum": 0},
