@@ -78,9 +78,10 @@ def write_calibration(folder: str | Path, calibration: Calibration) -> list[Path
             "format_version": FORMAT_VERSION,
             "method": model.method,
             "modalities": list(model.modalities),
+            "keys": model.keys,
             "features": list(FEATURES),
             "target": "1 - cosine(completion, truth), per completed modality",
-            "interval": "split-conformal quantiles of observed / expected error per modality",
+            "interval": "split-conformal quantiles of observed / expected error per key",
         }
         written.append(_write_json(folder / UNCERTAINTY_CONFIG_NAME, description))
     return written
@@ -131,7 +132,10 @@ def read_calibration(folder: str | Path, modalities: tuple[str, ...]) -> Calibra
         try:
             description = json.loads((folder / UNCERTAINTY_CONFIG_NAME).read_text())
             error_model = ErrorModel(
-                load_file(str(error_path)), stored, method=description["method"]
+                load_file(str(error_path)),
+                stored,
+                description["keys"],
+                method=description["method"],
             )
         except Exception as err:
             raise CheckpointError(f"{error_path}: not a valid uncertainty model ({err}).") from err

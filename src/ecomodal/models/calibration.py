@@ -10,10 +10,11 @@ A calibrated model folder holds, beside the published weights, three things fitt
   completion, the neighbours' average and the reference mean in the final completion (and the
   neighbour count and softmax temperature), tuned on validation rows to maximise the cosine to the
   truth.
-- :class:`ErrorModel`: a small MLP that predicts the completion error ``1 - cosine(completion,
+- :class:`ErrorModel`: predicts the completion error ``1 - cosine(completion,
   truth)`` from what the completion reveals (agreement of ProM3E with the neighbours, how close and
-  how concentrated the neighbours are, sigma_l1, the visible set), plus split-conformal quantiles of
-  ``observed / predicted`` error per completed modality, which give intervals of the cosine.
+  how concentrated the neighbours are, sigma_l1): one ridge regression per visible set and
+  completed modality, plus split-conformal quantiles of ``observed / predicted`` error per pair,
+  which give intervals of the cosine.
 
 These are plain tensors, not ``nn.Module`` parameters, so the model's own state dict (and the
 published checkpoint format) stays exactly as it is. Reading and writing: :mod:`ecomodal.io.calibration`.
@@ -33,14 +34,16 @@ from ecomodal.errors import InvalidArgumentError
 #: What the error model reads per (row, completed modality), before the visible/target one-hots.
 FEATURES = (
     "top1_similarity",
-    "mean_topk_similarity",
+    "mean_top10_similarity",
+    "mean_top50_similarity",
     "neighbour_concentration",
     "prom3e_neighbour_agreement",
     "prom3e_mean_agreement",
     "completion_mean_agreement",
     "log_sigma_l1",
-    "visible_fraction",
 )
+#: Neighbours searched per row at least (their similarities are features of the error model).
+SEARCH_K = 50
 DEFAULT_K = 10
 DEFAULT_TEMPERATURE = 0.05
 #: Weights of (ProM3E, neighbours, reference mean) where no tuned entry exists.
@@ -142,44 +145,63 @@ class CompletionMix:
 
 
 class ErrorModel:
-    """Predicts ``1 - cosine(completion, truth)`` per completed modality; intervals by split-
-    conformal quantiles of observed / predicted error (``ratio_quantiles`` [M, Q] at ``levels``)."""
+    """Predicts ``1 - cosine(completion, truth)`` from the completion's features: one ridge
+    regression per (visible set, completed modality) pair, keyed ``"loc+env>sat"``, and one per
+    completed modality over every visible set (``"*>sat"``) for sets never calibrated. Intervals
+    come from split-conformal quantiles of observed / expected error per key (``ratio_quantiles``
+    [P, Q] at ``levels`` [Q])."""
 
     def __init__(
         self,
         tensors: dict[str, torch.Tensor],
         modalities: Sequence[str],
+        keys: Sequence[str],
         *,
-        method: str = "mlp-on-neighbour-features",
+        method: str = "ridge-per-pair-on-neighbour-features",
     ):
         self.tensors = {name: t.float() for name, t in tensors.items()}
         self.modalities = tuple(modalities)
+        self.keys = list(keys)
         self.method = method
-        self.num_layers = sum(1 for name in self.tensors if name.startswith("weight_"))
+        self._index = {key: i for i, key in enumerate(self.keys)}
 
-    def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Expected error for feature rows [N, F] (one-hots included): [N], in [0, 2]."""
+    def key_index(self, visible_name: str, target: str) -> int | None:
+        """Row of the tensors for a visible set and completed modality (None: no model)."""
+        found = self._index.get(f"{visible_name}>{target}")
+        return self._index.get(f"*>{target}") if found is None else found
+
+    def predict(self, key: int, features: torch.Tensor) -> torch.Tensor:
+        """Expected error [N] for the feature rows [N, F] of pair ``key``, in [0.001, 2]."""
         t = self.tensors
-        x = (features.float() - t["feature_mean"]) / t["feature_std"]
-        for i in range(self.num_layers):
-            x = F.linear(x, t[f"weight_{i}"], t[f"bias_{i}"])
-            if i < self.num_layers - 1:
-                x = F.gelu(x)
-        return F.softplus(x[:, 0]).clamp(max=2.0)
+        x = (features.float() - t["feature_mean"][key]) / t["feature_std"][key]
+        return (x @ t["coef"][key] + t["intercept"][key]).clamp(1e-3, 2.0)
 
     def interval(
-        self, expected_error: np.ndarray, coverage: float
+        self, expected_error: np.ndarray, visible: np.ndarray, coverage: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine range [low, high] per entry of ``expected_error`` [B, M] (NaN stays NaN)."""
+        """Cosine range [low, high] per entry of ``expected_error`` [B, M] given the rows'
+        ``visible`` masks [B, M] (NaN stays NaN)."""
         if not 0.0 < float(coverage) < 1.0:
             raise InvalidArgumentError(f"coverage must be between 0 and 1; got {coverage!r}.")
         levels = self.tensors["levels"].numpy()
-        quantiles = self.tensors["ratio_quantiles"].numpy()
-        low_ratio = np.array([np.interp((1 - coverage) / 2, levels, q) for q in quantiles])
-        high_ratio = np.array([np.interp((1 + coverage) / 2, levels, q) for q in quantiles])
-        error_low = expected_error * low_ratio[None, :]
-        error_high = expected_error * high_ratio[None, :]
-        return 1.0 - np.minimum(error_high, 2.0), 1.0 - error_low
+        table = self.tensors["ratio_quantiles"].numpy()
+        low_ratio = np.array([np.interp((1 - coverage) / 2, levels, q) for q in table])
+        high_ratio = np.array([np.interp((1 + coverage) / 2, levels, q) for q in table])
+        low = np.full(expected_error.shape, np.nan)
+        high = np.full(expected_error.shape, np.nan)
+        visible = np.asarray(visible, dtype=bool)
+        patterns, inverse = np.unique(visible, axis=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            rows = np.flatnonzero(inverse.reshape(-1) == p)
+            name = visible_key(self.modalities, pattern)
+            for target, modality in enumerate(self.modalities):
+                key = None if pattern[target] else self.key_index(name, modality)
+                if key is None:
+                    continue
+                values = expected_error[rows, target]
+                low[rows, target] = 1.0 - np.minimum(values * high_ratio[key], 2.0)
+                high[rows, target] = 1.0 - values * low_ratio[key]
+        return low, high
 
 
 @dataclass
@@ -213,6 +235,7 @@ class Calibration:
         n_mod = len(modalities)
         final = decoded.clone()
         features = decoded.new_full((decoded.shape[0], n_mod, len(FEATURES)), float("nan"))
+        expected = decoded.new_full((decoded.shape[0], n_mod), float("nan"))
         codes = (visible.long() * (2 ** torch.arange(n_mod, device=visible.device))).sum(1)
         for code in torch.unique(codes).tolist():
             rows = (codes == code).nonzero(as_tuple=True)[0]
@@ -222,7 +245,7 @@ class Calibration:
             entries = {t: self.mix.entry(name, modalities[t]) for t in range(n_mod) if t not in vis}
             if not usable or not entries:
                 continue
-            kmax = k or max(e.k for e in entries.values())
+            kmax = max(k or max(e.k for e in entries.values()), SEARCH_K)
             sims, index = self.bank.search(inputs[rows], usable, kmax)
             sig = torch.log(sigma_l1[rows].float().clamp(min=1e-12))
             for target, entry in entries.items():
@@ -237,45 +260,28 @@ class Calibration:
                 w_model, w_neigh, w_mean = entry.weights
                 mixed = F.normalize(w_model * own + w_neigh * avg + w_mean * mean, dim=-1)
                 final[rows, target] = mixed.to(final.dtype)
-                features[rows, target] = torch.stack(
+                group = torch.stack(
                     [
                         sims[:, 0],
-                        sims[:, :use_k].mean(1),
+                        sims[:, :10].mean(1),
+                        sims[:, :SEARCH_K].mean(1),
                         raw.norm(dim=-1),
                         (own * avg).sum(-1),
                         (own * mean).sum(-1),
                         (mixed * mean).sum(-1),
                         sig,
-                        torch.full_like(sig, len(vis) / n_mod),
                     ],
                     dim=1,
                 )
-        expected = None
-        if with_error and self.error_model is not None:
-            expected = self.expected_error(features, visible)
+                features[rows, target] = group
+                key = None
+                if with_error and self.error_model is not None:
+                    key = self.error_model.key_index(name, modalities[target])
+                if key is not None:
+                    expected[rows, target] = self.error_model.predict(key, group)
+        if not with_error or self.error_model is None:
+            expected = None
         return final, expected, features
-
-    def expected_error(self, features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """The error model on features [B, M, F]: [B, M], NaN where a modality is visible (or
-        could not be completed from neighbours)."""
-        assert self.error_model is not None
-        batch, n_mod, _ = features.shape
-        full = error_model_inputs(features, visible)
-        flat = full.reshape(batch * n_mod, -1)
-        ok = torch.isfinite(flat).all(1)
-        out = flat.new_full((batch * n_mod,), float("nan"))
-        if bool(ok.any()):
-            out[ok] = self.error_model.predict(flat[ok])
-        return out.view(batch, n_mod)
-
-
-def error_model_inputs(features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """The error model's input [B, M, F + 2M]: the features, the visible one-hot of the row and
-    the completed modality's one-hot."""
-    batch, n_mod, _ = features.shape
-    vis = visible.to(features.dtype).unsqueeze(1).expand(batch, n_mod, n_mod)
-    target = torch.eye(n_mod, dtype=features.dtype, device=features.device)
-    return torch.cat([features, vis, target.expand(batch, n_mod, n_mod)], dim=-1)
 
 
 def resolve_calibration(

@@ -63,7 +63,8 @@ class Completion:
         calibration rows); NaN for visible modalities. Arrays [B, M] each."""
         expected = self.expected_error
         values = expected.numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
-        low, high = self.error_model.interval(values, coverage)
+        visible = self.visible.numpy() if isinstance(self.visible, torch.Tensor) else self.visible
+        low, high = self.error_model.interval(values, np.asarray(visible), coverage)
         if isinstance(expected, torch.Tensor):
             return torch.as_tensor(low), torch.as_tensor(high)
         return low, high

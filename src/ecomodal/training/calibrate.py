@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ecomodal.errors import InvalidArgumentError, MissingColumnError
 from ecomodal.models.calibration import (
@@ -35,7 +34,6 @@ from ecomodal.models.calibration import (
     ErrorModel,
     MixEntry,
     NeighbourBank,
-    error_model_inputs,
     visible_key,
 )
 from ecomodal.options import check_range
@@ -382,7 +380,7 @@ class _RankCheck:
 
 def _samples(calibration, completions, stacked, present, part) -> dict[str, torch.Tensor]:
     """Features, errors and identities of every (row, completed modality) in a part."""
-    chunks: dict[str, list] = {k: [] for k in ("inputs", "error", "own_error", "target", "set")}
+    chunks: dict[str, list] = {k: [] for k in ("features", "error", "own_error", "target", "set")}
     n_mod = len(calibration.bank.modalities)
     for vis, done in completions.items():
         idx = done[part]
@@ -391,14 +389,15 @@ def _samples(calibration, completions, stacked, present, part) -> dict[str, torc
         visible[:, list(vis)] = True
         queries = torch.as_tensor(stacked[rows]) * visible.unsqueeze(-1)
         decoded = done["decoded"][idx]
-        final, _, features = calibration.apply(queries, visible, decoded, done["sigma_l1"][idx])
+        final, _, features = calibration.apply(
+            queries, visible, decoded, done["sigma_l1"][idx], with_error=False
+        )
         truth = torch.as_tensor(stacked[rows])
         error = 1 - (final * truth).sum(-1)
         own_error = 1 - (decoded * truth).sum(-1)
-        inputs = error_model_inputs(features, visible)
         usable = torch.as_tensor(present[rows]) & ~visible & torch.isfinite(features).all(-1)
         r, t = usable.nonzero(as_tuple=True)
-        chunks["inputs"].append(inputs[r, t])
+        chunks["features"].append(features[r, t])
         chunks["error"].append(error[r, t])
         chunks["own_error"].append(own_error[r, t])
         chunks["target"].append(t)
@@ -406,51 +405,75 @@ def _samples(calibration, completions, stacked, present, part) -> dict[str, torc
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 
-def _fit_error_model(samples, modalities, seed, *, hidden: int = 64, steps: int = 300):
-    """An MLP (2 hidden layers) fitted by full-batch Adam on squared error."""
-    x, y = samples["inputs"].float(), samples["error"].float()
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
-    n_in = x.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(
-            torch.nn.Linear(n_in, hidden),
-            torch.nn.GELU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.GELU(),
-            torch.nn.Linear(hidden, 1),
-        )
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-5)
-    xs = (x - mean) / std
-    for _ in range(steps):
-        optimiser.zero_grad()
-        loss = F.mse_loss(F.softplus(net(xs)[:, 0]), y)
-        loss.backward()
-        optimiser.step()
-    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
-    tensors = {"feature_mean": mean, "feature_std": std}
-    for i, layer in enumerate(layers):
-        tensors[f"weight_{i}"] = layer.weight.detach().clone()
-        tensors[f"bias_{i}"] = layer.bias.detach().clone()
-    tensors["levels"] = torch.as_tensor(LEVELS, dtype=torch.float32)
-    tensors["ratio_quantiles"] = torch.ones(len(modalities), len(LEVELS))
-    return ErrorModel(tensors, modalities)
+def _keyed_groups(samples, modalities) -> dict[str, torch.Tensor]:
+    """Row masks per error-model key: each pair (``"loc>env"``) and each completed modality
+    over every visible set (``"*>env"``)."""
+    groups = dict(_groups(samples, modalities))
+    for t, name in enumerate(modalities):
+        mask = samples["target"] == t
+        if bool(mask.any()):
+            groups[f"*>{name}"] = mask
+    return groups
+
+
+def _fit_error_model(samples, modalities, seed, *, alpha: float = 1.0) -> ErrorModel:
+    """One ridge regression of the error on the standardised features per key."""
+    del seed  # closed form: nothing random
+    groups = _keyed_groups(samples, modalities)
+    keys = [key for key, mask in groups.items() if int(mask.sum()) >= 10]
+    n_features = samples["features"].shape[1]
+    mean = torch.zeros(len(keys), n_features)
+    std = torch.ones(len(keys), n_features)
+    coef = torch.zeros(len(keys), n_features)
+    intercept = torch.zeros(len(keys))
+    for i, key in enumerate(keys):
+        x = samples["features"][groups[key]].double()
+        y = samples["error"][groups[key]].double()
+        mean[i], std[i] = x.mean(0).float(), x.std(0).clamp(min=1e-6).float()
+        xs = (x - mean[i].double()) / std[i].double()
+        gram = xs.T @ xs + alpha * torch.eye(n_features, dtype=torch.float64)
+        coef[i] = torch.linalg.solve(gram, xs.T @ (y - y.mean())).float()
+        intercept[i] = float(y.mean())
+    tensors = {
+        "feature_mean": mean,
+        "feature_std": std,
+        "coef": coef,
+        "intercept": intercept,
+        "levels": torch.as_tensor(LEVELS, dtype=torch.float32),
+        "ratio_quantiles": torch.ones(len(keys), len(LEVELS)),
+    }
+    return ErrorModel(tensors, modalities, keys)
+
+
+def _predict_samples(model: ErrorModel, samples, modalities) -> torch.Tensor:
+    """The error model's expected error for every sample (by its own pair's key)."""
+    out = torch.full_like(samples["error"], float("nan"))
+    for name, mask in _groups(samples, modalities):
+        visible_name, target = name.split(">")
+        key = model.key_index(visible_name, target)
+        if key is not None:
+            out[mask] = model.predict(key, samples["features"][mask])
+    return out
 
 
 def _conformal(calibration: Calibration, samples) -> None:
-    """Quantiles of observed / expected error per completed modality on the check rows."""
+    """Quantiles of observed / expected error per key on the check rows (a key with fewer than
+    30 check rows takes its completed modality's pooled quantiles)."""
     model = calibration.error_model
-    expected = model.predict(samples["inputs"]).clamp(min=1e-6)
-    ratio = (samples["error"] / expected).numpy()
-    target = samples["target"].numpy()
+    modalities = calibration.bank.modalities
+    ratio = (samples["error"] / _predict_samples(model, samples, modalities)).numpy()
+    groups = _keyed_groups(samples, modalities)
     pooled = np.quantile(ratio, LEVELS)
-    table = np.stack(
-        [
-            np.quantile(ratio[target == t], LEVELS) if (target == t).sum() >= 20 else pooled
-            for t in range(len(model.modalities))
-        ]
-    )
-    model.tensors["ratio_quantiles"] = torch.as_tensor(table, dtype=torch.float32)
+    table = []
+    for key in model.keys:
+        mask = groups.get(key)
+        if mask is not None and int(mask.sum()) >= 30:
+            table.append(np.quantile(ratio[mask.numpy()], LEVELS))
+        else:
+            target_mask = groups.get(f"*>{key.split('>')[1]}")
+            enough = target_mask is not None and int(target_mask.sum()) >= 30
+            table.append(np.quantile(ratio[target_mask.numpy()], LEVELS) if enough else pooled)
+    model.tensors["ratio_quantiles"] = torch.as_tensor(np.stack(table), dtype=torch.float32)
 
 
 def _pair_report(samples, modalities) -> dict[str, dict[str, float]]:
@@ -468,13 +491,15 @@ def _pair_report(samples, modalities) -> dict[str, dict[str, float]]:
 def _uncertainty_report(calibration, samples) -> dict[str, Any]:
     from ecomodal.eval.uncertainty import spearman
 
-    expected = calibration.error_model.predict(samples["inputs"]).numpy()
+    modalities = calibration.bank.modalities
+    expected = _predict_samples(calibration.error_model, samples, modalities).numpy()
     error = samples["error"].numpy()
-    low, high = calibration.error_model.interval(
-        _per_modality(expected, samples["target"].numpy(), len(calibration.bank.modalities)),
-        0.9,
-    )
     target = samples["target"].numpy()
+    codes = samples["set"].numpy()
+    visible = (codes[:, None] >> np.arange(len(modalities))[None, :]) & 1
+    low, high = calibration.error_model.interval(
+        _per_modality(expected, target, len(modalities)), visible.astype(bool), 0.9
+    )
     low, high = low[np.arange(len(target)), target], high[np.arange(len(target)), target]
     cosine = 1 - error
     covered = (cosine >= low) & (cosine <= high)
