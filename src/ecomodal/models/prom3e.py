@@ -26,6 +26,7 @@ from torch import nn
 
 from ecomodal.devices import resolve_device
 from ecomodal.errors import CheckpointError, InvalidEmbeddingsError
+from ecomodal.io.calibration import read_calibration, write_calibration
 from ecomodal.io.checkpoints import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -35,7 +36,6 @@ from ecomodal.io.checkpoints import (
     read_weights,
     save_checkpoint,
 )
-from ecomodal.io.calibration import read_calibration, write_calibration
 from ecomodal.io.validate import check_normalisable
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.calibration import Calibration, resolve_calibration

@@ -123,10 +123,13 @@ def calibrate(
         completions[vis] = done
         entries.update(_tune(bank, done, rows["fit"], stacked, present, vis, modalities))
     calibration = Calibration(bank, CompletionMix(entries))
-    samples = {part: _samples(calibration, completions, stacked, present, part) for part in (
-        "fit",
-        "check",
-    )}
+    samples = {
+        part: _samples(calibration, completions, stacked, present, part)
+        for part in (
+            "fit",
+            "check",
+        )
+    }
     report: dict[str, Any] = {
         "split": split,
         "neighbours": len(bank),
