@@ -127,8 +127,9 @@ def baselines(model: Any, table: Any, seed: int = 0) -> dict[str, Any]:
                 "ridge_hidden_spearman": spearman(pred, err_test),
                 "knn50_spearman": spearman(knn, err_test),
             }
+    pairs = list(out.values())
     for key in ("ridge_hidden_spearman", "knn50_spearman"):
-        values = [v[key] for v in out.values()]
+        values = [v[key] for v in pairs]
         out[f"mean_{key}"] = float(np.nanmean(values))
         out[f"range_{key}"] = [float(np.nanmin(values)), float(np.nanmax(values))]
     return out
@@ -191,6 +192,7 @@ def main() -> None:
         "baselines": baselines(model, table),
     }
     print(json.dumps({k: results["quickstart"][k] for k in ("mean_spearman", "min_spearman")}))
+    RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
     if args.land.exists():
         results["random_land"] = {
             "table": str(args.land),
@@ -198,6 +200,7 @@ def main() -> None:
             **evaluate(model, args.land, split=None),
         }
         print(json.dumps({k: results["random_land"][k] for k in ("mean_spearman", "min_spearman")}))
+        RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
     results["synthetic"] = synthetic(args.workdir)
     print(json.dumps({k: results["synthetic"][k] for k in ("mean_spearman", "min_spearman")}))
     RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")

@@ -186,16 +186,11 @@ def uncertainty(
     ``next_modality_choice`` (:func:`next_modality`); without one, ``expected_error`` is ``None``
     and ``calibrate`` says how to add one.
     """
-    check_optional_count(max_sets_per_count, "max_sets_per_count")
     check_optional_count(max_samples, "max_samples")
-    check_optional_count(n_samples, "n_samples", minimum=0)
-    batch, prom3e = _eval_rows(data, model, "uncertainty", split, seed)
-    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
-    if visible_sets is None:
-        sets = _default_sets(names, max_sets_per_count, seed)
-    else:
-        sets = [parse_modalities(s, names) for s in visible_sets]
-    runs = _Completions(prom3e, batch, n_samples=n_samples, seed=seed)
+    runs, names, sets = _prepare(
+        data, model, "uncertainty", visible_sets=visible_sets,
+        max_sets_per_count=max_sets_per_count, split=split, n_samples=n_samples, seed=seed,
+    )  # fmt: skip
 
     def run(visible: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """sigma and completion error for every row [N] (NaN where the set is not present)."""
@@ -354,36 +349,48 @@ def _quality(runs: _Completions, names: Sequence[str], sets: Sequence[Sequence[s
     }
 
 
-def expected_error_quality(
-    data: TableLike,
-    model: Any,
-    *,
-    visible_sets: Sequence[Sequence[str] | str] | None = None,
-    max_sets_per_count: int | None = 10,
-    split: str | np.ndarray | None = "published",
-    n_samples: int = 0,
-    seed: int = 0,
-) -> dict[str, Any]:
+#: The defaults of :func:`expected_error_quality`'s options (those of :func:`uncertainty`).
+_DEFAULTS = {
+    "visible_sets": None,
+    "max_sets_per_count": 10,
+    "split": "published",
+    "n_samples": 0,
+    "seed": 0,
+}
+
+
+def expected_error_quality(data: TableLike, model: Any, **options: Any) -> dict[str, Any]:
     """How well a calibrated model's expected error predicts the observed completion error.
 
-    Per (visible set, completed modality) pair (``pairs``, keyed ``"loc+env>sat"``) and pooled:
-    Spearman(expected error, observed 1 - cosine) beside Spearman(sigma_l1, observed error), mean
-    expected and observed error, and the share of rows whose cosine falls in the 90% interval
-    (``coverage_90``); ``mean_spearman``/``min_spearman`` over the pairs; ``reliability`` (mean
-    expected and observed error by decile of expected error); ``mean_by_set``; and ``chains``
-    (:func:`nested_chains`). Raises :class:`~ecomodal.errors.MissingUncertaintyModelError` for a
-    model without an uncertainty model.
+    ``options``: ``visible_sets``, ``max_sets_per_count``, ``split``, ``n_samples`` and ``seed``
+    as in :func:`uncertainty`. Per (visible set, completed modality) pair (``pairs``, keyed
+    ``"loc+env>sat"``) and pooled: Spearman(expected error, observed 1 - cosine) beside
+    Spearman(sigma_l1, observed error), mean expected and observed error, and the share of rows
+    whose cosine falls in the 90% interval (``coverage_90``); ``mean_spearman``/``min_spearman``
+    over the pairs; ``reliability`` (mean expected and observed error by decile of expected
+    error); ``mean_by_set``; and ``chains`` (each step to a set with one more modality: the mean
+    expected error of every modality still hidden, before and after, and whether it falls
+    strictly). Raises :class:`~ecomodal.errors.MissingUncertaintyModelError` for a model without
+    an uncertainty model.
     """
+    runs, names, sets = _prepare(data, model, "uncertainty", **{**_DEFAULTS, **options})
+    _require_uncertainty(runs.model)
+    return _quality(runs, names, sets)
+
+
+def _prepare(data, model, task, visible_sets, max_sets_per_count, split, n_samples, seed, leave=0):
+    """The completions of the evaluation rows, the modalities and the visible sets (by default
+    every subset leaving at least ``leave`` modalities hidden, at least one modality seen)."""
     check_optional_count(max_sets_per_count, "max_sets_per_count")
     check_optional_count(n_samples, "n_samples", minimum=0)
-    batch, prom3e = _eval_rows(data, model, "uncertainty", split, seed)
-    _require_uncertainty(prom3e)
+    batch, prom3e = _eval_rows(data, model, task, split, seed)
     names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
     if visible_sets is None:
-        sets = _default_sets(names, max_sets_per_count, seed)
+        sizes = set(range(1, max(len(names) - leave, 1) + 1))
+        sets = _default_sets(names, max_sets_per_count, seed, sizes=sizes)
     else:
         sets = [parse_modalities(s, names) for s in visible_sets]
-    return _quality(_Completions(prom3e, batch, n_samples=n_samples, seed=seed), names, sets)
+    return _Completions(prom3e, batch, n_samples=n_samples, seed=seed), names, sets
 
 
 def _require_uncertainty(prom3e: Any) -> None:
@@ -551,18 +558,13 @@ def next_modality(
     subset leaving at least two candidates (at most ``max_sets_per_count`` of each size).
     Raises :class:`~ecomodal.errors.MissingUncertaintyModelError` without an uncertainty model.
     """
-    check_optional_count(max_sets_per_count, "max_sets_per_count")
-    check_optional_count(n_samples, "n_samples", minimum=0)
-    batch, prom3e = _eval_rows(data, model, "next_modality", split, seed)
-    _require_uncertainty(prom3e)
-    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
+    runs, names, sets = _prepare(
+        data, model, "next_modality", visible_sets=visible_sets,
+        max_sets_per_count=max_sets_per_count, split=split, n_samples=n_samples, seed=seed,
+        leave=3,
+    )  # fmt: skip
+    _require_uncertainty(runs.model)
     targets = names if target is None else parse_modalities(target, names)
-    if visible_sets is None:
-        sizes = range(1, max(len(names) - 2, 1))
-        sets = _default_sets(names, max_sets_per_count, seed, sizes=set(sizes))
-    else:
-        sets = [parse_modalities(s, names) for s in visible_sets]
-    runs = _Completions(prom3e, batch, n_samples=n_samples, seed=seed)
     return {"targets": list(targets), **_choice(runs, names, sets, targets, seed)}
 
 

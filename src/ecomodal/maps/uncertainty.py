@@ -127,9 +127,10 @@ def uncertainty_map(
             n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
             show_progress=show_progress,
         )  # fmt: skip
-    cells = grid_embeddings(
-        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
-        device=device, show_progress=show_progress,
+    cells, parts = _completed_cells(
+        prom3e, grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
+        show_progress=show_progress,
     )  # fmt: skip
     sigma_l1 = np.full(grid.num_cells, np.nan, dtype=np.float32)
     sigma = (
@@ -137,12 +138,7 @@ def uncertainty_map(
         if keep_sigma
         else None
     )
-    for part in iter_completions(
-        prom3e, cells, visible=names, n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
-        device=device,
-    ):  # fmt: skip
-        if part.result is None:
-            continue
+    for part in parts:
         sigma_l1[part.start : part.stop][part.ok] = part.result.sigma_l1
         if sigma is not None:
             sigma[part.start : part.stop][part.ok] = np.exp(0.5 * part.result.logvar)
@@ -159,6 +155,23 @@ def uncertainty_map(
     return SigmaMap(result, sigma) if keep_sigma else result
 
 
+def _completed_cells(
+    prom3e: ProM3E, grid: Grid, names: list[str], *, embeddings: Any, encoders: Any,
+    cache_dir: Any, n_samples: int, seed: int, chunk_rows: int, device: str | None,
+    show_progress: bool,
+) -> tuple[dict[str, GridEmbeddings], Any]:  # fmt: skip
+    """The grid embeddings of ``names`` and an iterator over the completed chunks of cells."""
+    cells = grid_embeddings(
+        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        device=device, show_progress=show_progress,
+    )  # fmt: skip
+    parts = iter_completions(
+        prom3e, cells, visible=names, n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
+        device=device,
+    )  # fmt: skip
+    return cells, (part for part in parts if part.result is not None)
+
+
 def _expected_error_map(
     prom3e: ProM3E, grid: Grid, names: list[str], *, embeddings: Any, encoders: Any,
     cache_dir: Any, n_samples: int, seed: int, chunk_rows: int, device: str | None,
@@ -167,17 +180,13 @@ def _expected_error_map(
     """One band per completed modality: the uncertainty model's expected error per cell."""
     targets = _completable(prom3e, names)
     columns = [prom3e.modalities.index(m) for m in targets]
-    cells = grid_embeddings(
-        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
-        device=device, show_progress=show_progress,
+    cells, parts = _completed_cells(
+        prom3e, grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
+        show_progress=show_progress,
     )  # fmt: skip
     values = np.full((len(targets), grid.num_cells), np.nan, dtype=np.float32)
-    for part in iter_completions(
-        prom3e, cells, visible=names, n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
-        device=device,
-    ):  # fmt: skip
-        if part.result is None:
-            continue
+    for part in parts:
         expected = np.asarray(part.result.expected_error)[:, columns].T
         values[:, part.start : part.stop][:, part.ok] = expected
     tags = {
