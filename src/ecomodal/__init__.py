@@ -25,6 +25,7 @@ from ecomodal.io.records import read_records
 from ecomodal.io.writer import EmbeddingTableWriter, write_embeddings
 from ecomodal.modalities import EMBED_DIM, MODALITIES
 from ecomodal.models import Completion, ProM3E, ProM3EConfig, load_model
+from ecomodal.training.calibrate import calibrate
 
 __all__ = [
     "EMBED_DIM",
@@ -43,6 +44,7 @@ __all__ = [
     "ProM3EConfig",
     "TableFormatError",
     "UnknownModalityError",
+    "calibrate",
     "complete_table",
     "embed_records",
     "import_multinat",

@@ -31,6 +31,7 @@ __all__ = [
     "bar_chart",
     "distributions",
     "heatmap",
+    "reliability_diagram",
     "to_jsonable",
     "write_report",
 ]
@@ -138,6 +139,31 @@ def distributions(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str = "mean expected error",
+    ylabel: str = "mean observed error",
+) -> Any:
+    """Expected against observed values per bin (e.g. by decile of expected error), one line per
+    named curve ``(expected, observed)``, with the diagonal a perfect predictor would follow."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    values = [v for x, y in curves.values() for v in (*x, *y) if np.isfinite(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="ideal")
+    for name, (x, y) in curves.items():
+        ax.plot(list(x), list(y), marker="o", markersize=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

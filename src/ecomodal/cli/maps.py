@@ -251,11 +251,28 @@ def uncertainty_command(
     model: CheckpointOpt,
     out: OutOpt,
     visible: VisibleOpt = "sat,loc,env",
+    measure: Annotated[
+        str | None,
+        typer.Option(
+            "--measure",
+            help="expected-error (one band <modality>_expected_error per completed modality, "
+            "from the uncertainty model of `ecomodal calibrate`) or sigma-l1 (ProM3E's "
+            "published sigma_l1). Default: expected-error when the model has an uncertainty "
+            "model and --visible leaves a modality to complete, else sigma-l1.",
+        ),
+    ] = None,
 ) -> None:
-    """ProM3E's sigma_l1 per cell from the visible modalities (the published biodiversity proxy)."""
+    """An uncertainty per cell from the visible modalities: the expected completion error of each
+    completed modality, or sigma_l1 (the published biodiversity proxy); the GeoTIFF's bands are
+    named after it and tagged measure=..."""
     from ecomodal.maps import uncertainty_map
+    from ecomodal.maps.uncertainty import MEASURES
 
-    setup.draw(uncertainty_map, out, model, visible=visible)
+    if measure is not None and measure not in MEASURES:
+        raise typer.BadParameter(
+            f"expects one of {', '.join(MEASURES)}; got {measure!r}.", param_hint="--measure"
+        )
+    setup.draw(uncertainty_map, out, model, visible=visible, measure=measure)
 
 
 @app.command("diversity")

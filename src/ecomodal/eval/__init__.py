@@ -25,7 +25,7 @@ from ecomodal.eval.registry import (
     unregister_task,
 )
 from ecomodal.eval.retrieval import rank_metrics, ranks_of_truth, retrieval
-from ecomodal.eval.uncertainty import uncertainty
+from ecomodal.eval.uncertainty import expected_error_quality, next_modality, uncertainty
 from ecomodal.eval.zero_shot import zero_shot
 
 
@@ -44,12 +44,14 @@ __all__ = [
     "TaskOption",
     "compare_models",
     "evaluate",
+    "expected_error_quality",
     "few_shot",
     "fingerprint",
     "get_task",
     "linear_probe",
     "make_split",
     "modality_gap",
+    "next_modality",
     "rank_metrics",
     "ranks_of_truth",
     "register_task",

@@ -1,14 +1,17 @@
 """Uncertainty and informativeness: sigma_l1 per visible set, which modality to add next, and
-how well sigma predicts the completion error."""
+how well sigma (and, for a calibrated model, the uncertainty model's expected error) predicts the
+completion error."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import MissingUncertaintyModelError
 from ecomodal.eval.common import (
     check_no_rows,
     check_optional_count,
@@ -21,9 +24,17 @@ from ecomodal.eval.completion import visible_subsets
 from ecomodal.eval.registry import EvalContext, register_task
 from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
-from ecomodal.report import Section, bar_chart, distributions
+from ecomodal.report import Section, bar_chart, distributions, reliability_diagram
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: Coverage of the intervals the harness checks.
+COVERAGE = 0.9
+#: How to get an expected error, shown for a model without an uncertainty model.
+CALIBRATE_HINT = (
+    "This model has no uncertainty model, so only sigma_l1 is shown; fit one with `ecomodal "
+    "calibrate --model DIR --data TABLE` (Python: ecomodal.calibrate(DIR, TABLE)) "
+    "for the expected error, 90% intervals, nested chains and the next-modality choice."
+)
 
 
 def _set_name(names: Sequence[str]) -> str:
@@ -37,6 +48,112 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def has_uncertainty_model(model: Any) -> bool:
+    """Whether a ProM3E model carries an uncertainty model (``ecomodal calibrate``)."""
+    calibration = getattr(model, "calibration", None)
+    return calibration is not None and getattr(calibration, "error_model", None) is not None
+
+
+@dataclass
+class _SetRun:
+    """One visible set completed over every row that has it (NaN elsewhere): ``sigma`` and
+    ``error`` (mean over the hidden modalities) [N]; per modality [N, M] the ``observed`` error
+    1 - cosine to the truth (NaN where visible or absent) and, with an uncertainty model,
+    ``expected`` error and whether the ``covered`` by the 90% interval (NaN where unknown)."""
+
+    rows: np.ndarray
+    sigma: np.ndarray
+    error: np.ndarray
+    observed: np.ndarray
+    expected: np.ndarray | None
+    covered: np.ndarray | None
+
+
+class _Completions:
+    """Completes the evaluation rows once per visible set (cached)."""
+
+    def __init__(self, prom3e: Any, batch: Any, *, n_samples: int, seed: int):
+        self.model = prom3e
+        self.emb, self.present = model_inputs(batch, prom3e)
+        self.order = list(prom3e.modalities)
+        self.n_samples = n_samples
+        self.seed = seed
+        self.calibrated = has_uncertainty_model(prom3e)
+        self.cache: dict[tuple[str, ...], _SetRun] = {}
+
+    def key(self, visible: Sequence[str]) -> tuple[str, ...]:
+        return tuple(m for m in self.order if m in visible)
+
+    def __call__(self, visible: Sequence[str]) -> _SetRun:
+        key = self.key(visible)
+        if key not in self.cache:
+            self.cache[key] = self._run(key)
+        return self.cache[key]
+
+    def _run(self, visible: tuple[str, ...]) -> _SetRun:
+        n, n_mod = self.present.shape
+        cols = [self.order.index(m) for m in visible]
+        rows = self.present[:, cols].all(axis=1)
+        sigma, error = np.full(n, np.nan), np.full(n, np.nan)
+        observed = np.full((n, n_mod), np.nan)
+        expected = np.full((n, n_mod), np.nan) if self.calibrated else None
+        covered = np.full((n, n_mod), np.nan) if self.calibrated else None
+        if rows.any():
+            done = self.model.complete(
+                self.emb[rows],
+                visible=list(visible),
+                n_samples=self.n_samples,
+                seed=self.seed,
+                present=self.present[rows],
+                # Nothing to complete: ProM3E alone (Calibration.apply needs a hidden modality).
+                **({"neighbours": False} if len(visible) == len(self.order) else {}),
+            )
+            sigma[rows] = done.sigma_l1
+            hidden = self.present[rows].copy()
+            hidden[:, cols] = False
+            truth = self.emb[rows]
+            cosine = np.einsum("nmd,nmd->nm", done.embeddings, truth) / np.maximum(
+                np.linalg.norm(truth, axis=-1), 1e-12
+            )
+            with np.errstate(invalid="ignore"):
+                error[rows] = np.where(
+                    hidden.any(1),
+                    ((1 - cosine) * hidden).sum(1) / np.maximum(hidden.sum(1), 1),
+                    np.nan,
+                )
+            observed[rows] = np.where(hidden, 1 - cosine, np.nan)
+            if self.calibrated and len(visible) < len(self.order):
+                expected[rows] = np.asarray(done.expected_error, dtype=np.float64)
+                low, high = done.interval(COVERAGE)
+                inside = (cosine >= np.asarray(low)) & (cosine <= np.asarray(high))
+                known = hidden & np.isfinite(expected[rows])
+                covered[rows] = np.where(known, inside, np.nan)
+        return _SetRun(rows, sigma, error, observed, expected, covered)
+
+
+def _eval_rows(
+    data: TableLike, model: Any, task: str, split: Any, seed: int, train=None, test=None
+) -> tuple[Any, Any]:
+    """The evaluation rows (the test rows of ``split``, or every row of ``test``) and the model."""
+    rows_in = eval_rows(data, train, test, task=task, split=split, seed=seed)
+    batch = rows_in.batch
+    prom3e = require_model(resolve_model(model), task)
+    if rows_in.split is not None:
+        batch = batch.select(rows_in.sides(seed=seed) == "test")
+        check_no_rows(len(batch), task, f"test rows (split {rows_in.split_name!r})")
+    return batch, prom3e
+
+
+def _default_sets(names: Sequence[str], max_sets_per_count: int | None, seed: int, sizes=None):
+    by_count = visible_subsets(len(names), max_sets_per_count=max_sets_per_count, seed=seed)
+    return [
+        [names[i] for i in s]
+        for count, subsets in by_count.items()
+        if sizes is None or count in sizes
+        for s in subsets
+    ]
 
 
 @renamed_arguments(table="data")
@@ -53,7 +170,8 @@ def uncertainty(
     max_samples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """sigma_l1 of ProM3E for each visible set, a next-modality ranking, and sigma vs error.
+    """sigma_l1 of ProM3E for each visible set, a next-modality ranking, and sigma vs error; for a
+    calibrated model also how well its expected error predicts the observed one.
 
     ``visible_sets`` defaults to every non-empty subset of the modalities the table and model
     share (at most ``max_sets_per_count`` of each size, a seeded sample). Rows: the test rows of
@@ -66,62 +184,30 @@ def uncertainty(
     it ranked by the mean drop of sigma when added, on the rows that have it), ``added_modality``
     (that drop averaged over sets), ``sigma_error_spearman`` (pooled over every row and set) and
     ``samples`` (up to ``max_samples`` sigma values per set, for plots).
+
+    With an uncertainty model, ``expected_error`` (see :func:`expected_error_quality`: per
+    (visible set, completed modality) pair and pooled, Spearman of expected error and of sigma_l1
+    with the observed error, mean expected vs observed error, 90% interval coverage, a
+    reliability table by decile, mean expected error per set and the nested chains) and
+    ``next_modality_choice`` (:func:`next_modality`); without one, ``expected_error`` is ``None``
+    and ``calibrate`` says how to add one.
     """
-    check_optional_count(max_sets_per_count, "max_sets_per_count")
     check_optional_count(max_samples, "max_samples")
-    check_optional_count(n_samples, "n_samples", minimum=0)
-    rows_in = eval_rows(data, train, test, task="uncertainty", split=split, seed=seed)
-    batch = rows_in.batch
-    prom3e = require_model(resolve_model(model), "uncertainty")
-    if rows_in.split is not None:
-        batch = batch.select(rows_in.sides(seed=seed) == "test")
-        check_no_rows(len(batch), "uncertainty", f"test rows (split {rows_in.split_name!r})")
-    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
-    emb, present = model_inputs(batch, prom3e)
-    order = list(prom3e.modalities)
-    if visible_sets is None:
-        by_count = visible_subsets(len(names), max_sets_per_count=max_sets_per_count, seed=seed)
-        sets = [[names[i] for i in s] for subsets in by_count.values() for s in subsets]
-    else:
-        sets = [parse_modalities(s, names) for s in visible_sets]
-    cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+    runs, names, sets = _prepare(
+        data, model, "uncertainty", visible_sets=visible_sets,
+        max_sets_per_count=max_sets_per_count, split=split, n_samples=n_samples, seed=seed,
+        train=train, test=test,
+    )  # fmt: skip
 
     def run(visible: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """sigma and completion error for every row [N] (NaN where the set is not present)."""
-        key = tuple(visible)
-        if key not in cache:
-            cols = [order.index(m) for m in visible]
-            rows = present[:, cols].all(axis=1)
-            sigma = np.full(len(batch), np.nan)
-            error = np.full(len(batch), np.nan)
-            if rows.any():
-                done = prom3e.complete(
-                    emb[rows],
-                    visible=list(visible),
-                    n_samples=n_samples,
-                    seed=seed,
-                    present=present[rows],
-                )
-                sigma[rows] = done.sigma_l1
-                hidden = present[rows].copy()
-                hidden[:, cols] = False
-                truth = emb[rows]
-                cosine = np.einsum("nmd,nmd->nm", done.embeddings, truth) / np.maximum(
-                    np.linalg.norm(truth, axis=-1), 1e-12
-                )
-                with np.errstate(invalid="ignore"):
-                    error[rows] = np.where(
-                        hidden.any(1),
-                        ((1 - cosine) * hidden).sum(1) / np.maximum(hidden.sum(1), 1),
-                        np.nan,
-                    )
-            cache[key] = (sigma, error)
-        return cache[key]
+        done = runs(visible)
+        return done.sigma, done.error
 
     rng = np.random.default_rng(seed)
     out_sets: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
-    next_modality: dict[str, list[dict[str, Any]]] = {}
+    next_modality_ranking: dict[str, list[dict[str, Any]]] = {}
     drops: dict[str, list[float]] = {}
     by_count: dict[int, list[np.ndarray]] = {}
     pooled_sigma, pooled_error = [], []
@@ -162,23 +248,343 @@ def uncertainty(
                 drop = float((sigma[both] - sigma_more[both]).mean())
                 ranking.append({"modality": extra, "drop": drop, "rows": int(both.sum())})
                 drops.setdefault(extra, []).append(drop)
-        next_modality[name] = sorted(ranking, key=lambda r: -r["drop"])
+        next_modality_ranking[name] = sorted(ranking, key=lambda r: -r["drop"])
     pooled = (
         spearman(np.concatenate(pooled_sigma), np.concatenate(pooled_error))
         if pooled_sigma
         else float("nan")
     )
     added = {m: float(np.mean(v)) for m, v in drops.items()}
-    return {
+    result: dict[str, Any] = {
         "sets": out_sets,
         "mean_by_count": {
             str(k): float(np.concatenate(v).mean()) for k, v in sorted(by_count.items())
         },
-        "next_modality": next_modality,
+        "next_modality": next_modality_ranking,
         "added_modality": dict(sorted(added.items(), key=lambda kv: -kv[1])),
         "sigma_error_spearman": pooled,
         "samples": samples,
     }
+    if runs.calibrated:
+        result["expected_error"] = _quality(runs, names, sets)
+        result["next_modality_choice"] = _choice(runs, names, sets, names, seed)
+    else:
+        result["expected_error"] = None
+        result["calibrate"] = CALIBRATE_HINT
+    return result
+
+
+def _pair_entry(done: _SetRun, target: int) -> tuple[dict[str, Any], np.ndarray] | None:
+    expected, observed = done.expected[:, target], done.observed[:, target]
+    ok = np.isfinite(expected) & np.isfinite(observed)
+    if not ok.any():
+        return None
+    covered = done.covered[ok, target]
+    entry = {
+        "rows": int(ok.sum()),
+        "expected_error_spearman": spearman(expected[ok], observed[ok]),
+        "sigma_error_spearman": spearman(done.sigma[ok], observed[ok]),
+        "mean_expected_error": float(expected[ok].mean()),
+        "mean_observed_error": float(observed[ok].mean()),
+        "coverage_90": float(np.nanmean(covered)),
+    }
+    return entry, ok
+
+
+def reliability(expected: np.ndarray, observed: np.ndarray, bins: int = 10) -> dict[str, list]:
+    """Mean expected and observed error by quantile bin (decile) of the expected error."""
+    if len(expected) == 0:
+        return {"expected": [], "observed": [], "rows": []}
+    edges = np.quantile(expected, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, expected, side="right") - 1, 0, bins - 1)
+    out: dict[str, list] = {"expected": [], "observed": [], "rows": []}
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            out["expected"].append(float(expected[inside].mean()))
+            out["observed"].append(float(observed[inside].mean()))
+            out["rows"].append(int(inside.sum()))
+    return out
+
+
+def _quality(runs: _Completions, names: Sequence[str], sets: Sequence[Sequence[str]]) -> dict:
+    order = runs.order
+    pairs: dict[str, Any] = {}
+    pooled: dict[str, list[np.ndarray]] = {"expected": [], "observed": [], "sigma": [], "cov": []}
+    mean_by_set: dict[str, float] = {}
+    for visible in sets:
+        done = runs(visible)
+        values = done.expected[np.isfinite(done.expected)]
+        if values.size:
+            mean_by_set[_set_name(visible)] = float(values.mean())
+        for target in names:
+            if target in visible:
+                continue
+            t = order.index(target)
+            made = _pair_entry(done, t)
+            if made is None:
+                continue
+            entry, ok = made
+            pairs[f"{_set_name(visible)}>{target}"] = entry
+            pooled["expected"].append(done.expected[ok, t])
+            pooled["observed"].append(done.observed[ok, t])
+            pooled["sigma"].append(done.sigma[ok])
+            pooled["cov"].append(done.covered[ok, t])
+    if not pairs:
+        return {"pairs": {}, "chains": _chains(runs, names, sets)}
+    cat = {k: np.concatenate(v) for k, v in pooled.items()}
+    rhos = np.array([p["expected_error_spearman"] for p in pairs.values()], dtype=float)
+    sigma_rhos = np.array([p["sigma_error_spearman"] for p in pairs.values()], dtype=float)
+    return {
+        "pairs": pairs,
+        "pooled": {
+            "rows": int(len(cat["expected"])),
+            "expected_error_spearman": spearman(cat["expected"], cat["observed"]),
+            "sigma_error_spearman": spearman(cat["sigma"], cat["observed"]),
+            "mean_expected_error": float(cat["expected"].mean()),
+            "mean_observed_error": float(cat["observed"].mean()),
+            "coverage_90": float(np.nanmean(cat["cov"])),
+        },
+        "mean_spearman": float(np.nanmean(rhos)) if np.isfinite(rhos).any() else float("nan"),
+        "min_spearman": float(np.nanmin(rhos)) if np.isfinite(rhos).any() else float("nan"),
+        "mean_sigma_spearman": (
+            float(np.nanmean(sigma_rhos)) if np.isfinite(sigma_rhos).any() else float("nan")
+        ),
+        "reliability": reliability(cat["expected"], cat["observed"]),
+        "mean_by_set": mean_by_set,
+        "chains": _chains(runs, names, sets),
+    }
+
+
+#: The defaults of :func:`expected_error_quality`'s options (those of :func:`uncertainty`).
+_DEFAULTS = {
+    "visible_sets": None,
+    "max_sets_per_count": 10,
+    "split": "published",
+    "n_samples": 0,
+    "seed": 0,
+}
+
+
+def expected_error_quality(data: TableLike, model: Any, **options: Any) -> dict[str, Any]:
+    """How well a calibrated model's expected error predicts the observed completion error.
+
+    ``options``: ``visible_sets``, ``max_sets_per_count``, ``split``, ``n_samples`` and ``seed``
+    as in :func:`uncertainty`. Per (visible set, completed modality) pair (``pairs``, keyed
+    ``"loc+env>sat"``) and pooled: Spearman(expected error, observed 1 - cosine) beside
+    Spearman(sigma_l1, observed error), mean expected and observed error, and the share of rows
+    whose cosine falls in the 90% interval (``coverage_90``); ``mean_spearman``/``min_spearman``
+    over the pairs; ``reliability`` (mean expected and observed error by decile of expected
+    error); ``mean_by_set``; and ``chains`` (each step to a set with one more modality: the mean
+    expected error of every modality still hidden, before and after, and whether it falls
+    strictly). Raises :class:`~ecomodal.errors.MissingUncertaintyModelError` for a model without
+    an uncertainty model.
+    """
+    runs, names, sets = _prepare(data, model, "uncertainty", **{**_DEFAULTS, **options})
+    _require_uncertainty(runs.model)
+    return _quality(runs, names, sets)
+
+
+def _prepare(
+    data,
+    model,
+    task,
+    visible_sets,
+    max_sets_per_count,
+    split,
+    n_samples,
+    seed,
+    leave=0,
+    train=None,
+    test=None,
+):
+    """The completions of the evaluation rows, the modalities and the visible sets (by default
+    every subset leaving at least ``leave`` modalities hidden, at least one modality seen)."""
+    check_optional_count(max_sets_per_count, "max_sets_per_count")
+    check_optional_count(n_samples, "n_samples", minimum=0)
+    batch, prom3e = _eval_rows(data, model, task, split, seed, train=train, test=test)
+    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
+    if visible_sets is None:
+        sizes = set(range(1, max(len(names) - leave, 1) + 1))
+        sets = _default_sets(names, max_sets_per_count, seed, sizes=sizes)
+    else:
+        sets = [parse_modalities(s, names) for s in visible_sets]
+    return _Completions(prom3e, batch, n_samples=n_samples, seed=seed), names, sets
+
+
+def _require_uncertainty(prom3e: Any) -> None:
+    if not has_uncertainty_model(prom3e):
+        raise MissingUncertaintyModelError(
+            CALIBRATE_HINT.replace(", so only sigma_l1 is shown", "")
+        )
+
+
+def _chains(runs: _Completions, names: Sequence[str], sets: Sequence[Sequence[str]]) -> dict:
+    """Each step A -> A + one modality between evaluated sets: for every modality still hidden
+    after the step, its mean expected error over the rows that have the larger set, before and
+    after; the step holds when every one falls strictly. Chains: the maximal paths of steps from
+    a single modality (steps that leave nothing to complete are skipped)."""
+    keys = {runs.key(v) for v in sets}
+    steps: dict[tuple, dict[str, Any]] = {}
+    for small in keys:
+        for extra in names:
+            if extra in small:
+                continue
+            big = runs.key([*small, extra])
+            targets = [m for m in names if m not in big]
+            if big not in keys or not targets:
+                continue
+            before, after = runs(small), runs(big)
+            means = {}
+            for target in targets:
+                t = runs.order.index(target)
+                ok = (
+                    after.rows
+                    & np.isfinite(before.expected[:, t])
+                    & np.isfinite(after.expected[:, t])
+                )
+                if ok.any():
+                    means[target] = [
+                        float(before.expected[ok, t].mean()),
+                        float(after.expected[ok, t].mean()),
+                    ]
+            if means:
+                steps[(small, big)] = {
+                    "from": _set_name(small),
+                    "to": _set_name(big),
+                    "mean_expected_error": means,
+                    "holds": all(b < a for a, b in means.values()),
+                }
+    chains: list[dict[str, Any]] = []
+
+    def walk(path: list[tuple[str, ...]]) -> None:
+        nexts = [big for (small, big) in steps if small == path[-1]]
+        if not nexts and len(path) > 1:
+            held = all(steps[(a, b)]["holds"] for a, b in zip(path, path[1:], strict=False))
+            chains.append({"chain": [_set_name(p) for p in path], "holds": held})
+        for big in sorted(nexts):
+            walk([*path, big])
+
+    for start in sorted(k for k in keys if len(k) == 1):
+        walk([start])
+    listed = sorted(steps.values(), key=lambda s: (s["from"].count("+"), s["from"], s["to"]))
+    return {
+        "steps": listed,
+        "chains": chains[:200],
+        "num_chains": len(chains),
+        "all_hold": bool(steps) and all(s["holds"] for s in listed),
+    }
+
+
+def _choice(
+    runs: _Completions,
+    names: Sequence[str],
+    sets: Sequence[Sequence[str]],
+    targets: Sequence[str],
+    seed: int,
+) -> dict[str, Any]:
+    """The next-modality choice (see :func:`next_modality`) over ``sets`` and ``targets``."""
+    rng = np.random.default_rng([seed, 11])
+    order = runs.order
+    totals = {"rows": 0, "hits": 0, "random_expected": 0.0, "random_hits": 0, "trivial_rows": 0}
+    per_target: dict[str, dict[str, float]] = {}
+    per_set: dict[str, dict[str, float]] = {}
+    for visible in sets:
+        base = runs(visible)
+        for target in targets:
+            if target in visible:
+                continue
+            t = order.index(target)
+            candidates = [c for c in names if c not in visible and c != target]
+            if not candidates:
+                continue
+            wanted = base.rows & runs.present[:, t]
+            exp = np.full((len(wanted), len(candidates)), np.nan)
+            obs = np.full_like(exp, np.nan)
+            for j, extra in enumerate(candidates):
+                more = runs([*visible, extra])
+                exp[:, j] = more.expected[:, t]
+                obs[:, j] = more.observed[:, t]
+            usable = np.isfinite(exp) & np.isfinite(obs)
+            count = usable.sum(1)
+            totals["trivial_rows"] += int((wanted & (count == 1)).sum())
+            rows = np.flatnonzero(wanted & (count >= 2))
+            if not len(rows):
+                continue
+            exp_rows = np.where(usable[rows], exp[rows], np.inf)
+            obs_rows = np.where(usable[rows], obs[rows], np.inf)
+            chosen = exp_rows.argmin(1)
+            best = obs_rows.min(1)
+            hits = obs_rows[np.arange(len(rows)), chosen] <= best
+            draws = np.array([rng.choice(np.flatnonzero(u)) for u in usable[rows]])
+            random_hits = obs_rows[np.arange(len(rows)), draws] <= best
+            random_expected = (1.0 / count[rows]).sum()
+            for bucket in (
+                totals,
+                per_target.setdefault(target, dict.fromkeys(totals, 0)),
+                per_set.setdefault(_set_name(visible), dict.fromkeys(totals, 0)),
+            ):
+                bucket["rows"] += len(rows)
+                bucket["hits"] += int(hits.sum())
+                bucket["random_hits"] += int(random_hits.sum())
+                bucket["random_expected"] += float(random_expected)
+
+    def rates(bucket: Mapping[str, float]) -> dict[str, Any]:
+        n = bucket["rows"]
+        return {
+            "rows": int(n),
+            "rate": bucket["hits"] / n if n else float("nan"),
+            "random_rate": bucket["random_expected"] / n if n else float("nan"),
+            "random_draw_rate": bucket["random_hits"] / n if n else float("nan"),
+        }
+
+    note = (
+        "Rows with at least 2 candidate modalities only (a row seeing 1 of 3 modalities has 1 "
+        f"candidate for a given target: trivial); {totals['trivial_rows']} row-target cases with "
+        "a single candidate were left out."
+    )
+    return {
+        **rates(totals),
+        "trivial_rows": int(totals["trivial_rows"]),
+        "note": note,
+        "by_target": {k: rates(v) for k, v in per_target.items()},
+        "by_set": {k: rates(v) for k, v in per_set.items()},
+    }
+
+
+def next_modality(
+    model: Any,
+    data: TableLike,
+    *,
+    target: str | None = None,
+    seed: int = 0,
+    visible_sets: Sequence[Sequence[str] | str] | None = None,
+    max_sets_per_count: int | None = 10,
+    split: str | np.ndarray | None = "published",
+    n_samples: int = 0,
+) -> dict[str, Any]:
+    """Which missing modality to add next, chosen by the uncertainty model, against chance.
+
+    For each row and visible set, the missing modalities the row has (other than ``target``) are
+    ranked by how much adding each would reduce the expected error of ``target``'s completion
+    (the uncertainty model's prediction with the candidate's real embedding added, against
+    without); the top one is chosen. ``rate``: how often the choice is the candidate whose
+    addition really gave the lowest observed error (1 - cosine to the truth);
+    ``random_rate``: the exact expectation of a random choice (mean of 1 / #candidates);
+    ``random_draw_rate``: a seeded random draw. Only rows with at least 2 candidates count
+    (``trivial_rows`` says how many had one); also per target (``by_target``) and per visible
+    set (``by_set``). ``target=None``: every modality in turn. Visible sets default to every
+    subset leaving at least two candidates (at most ``max_sets_per_count`` of each size).
+    Raises :class:`~ecomodal.errors.MissingUncertaintyModelError` without an uncertainty model.
+    """
+    runs, names, sets = _prepare(
+        data, model, "next_modality", visible_sets=visible_sets,
+        max_sets_per_count=max_sets_per_count, split=split, n_samples=n_samples, seed=seed,
+        leave=3,
+    )  # fmt: skip
+    _require_uncertainty(runs.model)
+    targets = names if target is None else parse_modalities(target, names)
+    return {"targets": list(targets), **_choice(runs, names, sets, targets, seed)}
 
 
 def _section(result: Mapping[str, Any]) -> Section:
@@ -204,16 +610,73 @@ def _section(result: Mapping[str, Any]) -> Section:
             xlabel="added modality",
         ),
     ]
-    text = (
+    text = [
         f"Mean sigma_l1 by number of visible modalities: {result['mean_by_count']}. Spearman "
         f"correlation of sigma_l1 with completion error: {result['sigma_error_spearman']:.3f}."
-    )
+    ]
+    quality = result.get("expected_error")
+    if quality is None:
+        text.append(result.get("calibrate", CALIBRATE_HINT))
+    elif quality.get("pairs"):
+        rows, more_text, more_figures = _expected_error_parts(quality, result)
+        text.extend(more_text)
+        figures = [*more_figures, *figures]
     return Section("Uncertainty and informativeness", text, rows, figures)
+
+
+def _expected_error_parts(quality: Mapping[str, Any], result: Mapping[str, Any]):
+    """Table rows, paragraphs and figures of a calibrated model's expected error."""
+    pooled = quality["pooled"]
+    rows = [{"pair": name, **entry} for name, entry in quality["pairs"].items()]
+    chains = quality["chains"]
+    failed = [f"{s['from']} -> {s['to']}" for s in chains["steps"] if not s["holds"]]
+    text = [
+        f"Expected error (uncertainty model) against the observed error 1 - cosine, per (visible "
+        f"set > completed modality) pair: mean Spearman {quality['mean_spearman']:.3f} (lowest "
+        f"{quality['min_spearman']:.3f}; sigma_l1: {quality['mean_sigma_spearman']:.3f}); "
+        f"pooled {pooled['expected_error_spearman']:.3f} (sigma_l1 "
+        f"{pooled['sigma_error_spearman']:.3f}). Mean expected error "
+        f"{pooled['mean_expected_error']:.3f}, observed {pooled['mean_observed_error']:.3f}; "
+        f"90% intervals cover {100 * pooled['coverage_90']:.1f}% of rows.",
+        f"Mean expected error falls strictly along every nested step: {chains['all_hold']} "
+        f"({len(chains['steps'])} steps, {chains['num_chains']} chains"
+        + (f"; not along {', '.join(failed)}" if failed else "")
+        + ").",
+    ]
+    choice = result.get("next_modality_choice")
+    if choice:
+        text.append(
+            f"Next modality to add, chosen by the largest drop of expected error: right "
+            f"{choice['rate']:.3f} of the time against {choice['random_rate']:.3f} for a random "
+            f"choice (seeded draw {choice['random_draw_rate']:.3f}), {choice['rows']} "
+            f"row-target cases. {choice['note']}"
+        )
+    curve = quality["reliability"]
+    figures = [
+        reliability_diagram(
+            {"all pairs": (curve["expected"], curve["observed"])},
+            title="Reliability: observed vs expected error by decile",
+        ),
+        bar_chart(
+            {
+                "expected error": {
+                    k: v["expected_error_spearman"] for k, v in quality["pairs"].items()
+                },
+                "sigma_l1": {k: v["sigma_error_spearman"] for k, v in quality["pairs"].items()},
+            },
+            title="Spearman with the observed error, per pair",
+            ylabel="Spearman",
+        ),
+    ]
+    return rows, text, figures
 
 
 @register_task(
     name="uncertainty",
-    description="ProM3E's sigma_l1 per visible set, the next modality to add, sigma vs error.",
+    description=(
+        "ProM3E's sigma_l1 per visible set, the next modality to add, sigma vs error; with an "
+        "uncertainty model, expected error vs observed, 90% coverage, reliability and chains."
+    ),
     section=_section,
     needs_model=True,
     order=50,

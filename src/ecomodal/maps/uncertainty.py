@@ -1,5 +1,6 @@
-"""ProM3E uncertainty maps (sigma_l1 per cell, the published biodiversity proxy) and the
-regression of sigma against observed species density (R^2 and Pearson r)."""
+"""ProM3E uncertainty maps (the uncertainty model's expected completion error per cell, or
+sigma_l1, the published biodiversity proxy) and the regression of sigma against observed species
+density (R^2 and Pearson r)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.encoders.base import Encoder
-from ecomodal.errors import MapError
+from ecomodal.errors import InvalidArgumentError, MapError, MissingUncertaintyModelError
 from ecomodal.maps.cache import DEFAULT_CHUNK_ROWS, GridEmbeddings, grid_embeddings
 from ecomodal.maps.completion import iter_completions
 from ecomodal.maps.grid import Grid
@@ -24,6 +25,50 @@ from ecomodal.options import check_range
 
 #: The visible set of the published biodiversity map.
 DEFAULT_VISIBLE = ("sat", "loc", "env")
+#: What an uncertainty map shows: the uncertainty model's expected error (1 - cosine of each
+#: completed modality to the truth) or ProM3E's published sigma_l1.
+MEASURES = ("expected-error", "sigma-l1")
+
+
+def _completable(model: ProM3E, names: Sequence[str]) -> list[str]:
+    """The modalities the model's calibration completes from ``names`` (those its neighbour bank
+    holds, not visible)."""
+    calibration = model.calibration
+    bank = calibration.bank
+    return [
+        m
+        for i, m in enumerate(model.modalities)
+        if m not in names and bool(bank.present[:, i].any())
+    ]
+
+
+def choose_measure(model: ProM3E, names: Sequence[str], measure: str | None) -> str:
+    """The measure an uncertainty map shows. ``None``: ``expected-error`` when the model has an
+    uncertainty model and the visible set leaves a modality to complete, else ``sigma-l1``. An
+    explicit ``expected-error`` on a model without an uncertainty model (or with nothing left to
+    complete) raises a clear error."""
+    from ecomodal.eval.uncertainty import has_uncertainty_model
+
+    if measure is not None and measure not in MEASURES:
+        raise InvalidArgumentError(
+            f"measure must be one of {', '.join(MEASURES)}; got {measure!r}."
+        )
+    calibrated = has_uncertainty_model(model)
+    if measure is None:
+        return "expected-error" if calibrated and _completable(model, names) else "sigma-l1"
+    if measure == "expected-error":
+        if not calibrated:
+            raise MissingUncertaintyModelError(
+                "measure expected-error needs a model with an uncertainty model and this one "
+                "has none; fit one with `ecomodal calibrate --model DIR --data TABLE` (or use "
+                "measure sigma-l1)."
+            )
+        if not _completable(model, names):
+            raise MapError(
+                f"measure expected-error: the visible modalities {', '.join(names)} leave "
+                "nothing to complete; make fewer visible (--visible) or use measure sigma-l1."
+            )
+    return measure
 
 
 @dataclass
@@ -49,20 +94,43 @@ def uncertainty_map(
     device: str | None = None,
     show_progress: bool = True,
     keep_sigma: bool = False,
+    measure: str | None = None,
 ) -> GridMap | SigmaMap:
-    """ProM3E's ||sigma||_1 = sum(exp(logvar / 2)) per cell, from the cell's ``visible``
-    modalities (grid embeddings from ``embeddings`` or computed with ``encoders``, cached).
+    """An uncertainty value per cell from the cell's ``visible`` modalities (grid embeddings
+    from ``embeddings`` or computed with ``encoders``, cached).
 
-    Returns a one-band map ``sigma_l1``; with ``keep_sigma=True`` a :class:`SigmaMap` that also
-    holds each cell's sigma vector (for :func:`diversity_regression`).
+    ``measure`` (see :func:`choose_measure`; default ``expected-error`` when the model has an
+    uncertainty model from ``ecomodal calibrate`` and something is left to complete, else
+    ``sigma-l1``):
+
+    - ``"expected-error"``: one band ``<modality>_expected_error`` per completed modality (those
+      the model's calibration completes, in the model's order): the expected ``1 - cosine`` of
+      the cell's completion of that modality to the truth.
+    - ``"sigma-l1"``: one band ``sigma_l1``, ProM3E's ||sigma||_1 = sum(exp(logvar / 2)) (the
+      published biodiversity proxy).
+
+    The map's tags name the ``measure``. With ``keep_sigma=True`` (sigma-l1 only) a
+    :class:`SigmaMap` that also holds each cell's sigma vector (for :func:`diversity_regression`).
     """
     check_range(n_samples, "n_samples", minimum=0, integer=True)
     check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
     prom3e = load_model(model, device=device)
     names = parse_modalities(visible, prom3e.modalities)
-    cells = grid_embeddings(
-        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
-        device=device, show_progress=show_progress,
+    if keep_sigma and measure is None:
+        measure = "sigma-l1"
+    measure = choose_measure(prom3e, names, measure)
+    if keep_sigma and measure != "sigma-l1":
+        raise InvalidArgumentError("keep_sigma=True needs measure 'sigma-l1'.")
+    if measure == "expected-error":
+        return _expected_error_map(
+            prom3e, grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+            n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
+            show_progress=show_progress,
+        )  # fmt: skip
+    cells, parts = _completed_cells(
+        prom3e, grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
+        show_progress=show_progress,
     )  # fmt: skip
     sigma_l1 = np.full(grid.num_cells, np.nan, dtype=np.float32)
     sigma = (
@@ -70,17 +138,13 @@ def uncertainty_map(
         if keep_sigma
         else None
     )
-    for part in iter_completions(
-        prom3e, cells, visible=names, n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
-        device=device,
-    ):  # fmt: skip
-        if part.result is None:
-            continue
+    for part in parts:
         sigma_l1[part.start : part.stop][part.ok] = part.result.sigma_l1
         if sigma is not None:
             sigma[part.start : part.stop][part.ok] = np.exp(0.5 * part.result.logvar)
     tags = {
         "method": "prom3e-sigma-l1",
+        "measure": "sigma-l1",
         "visible": names,
         "grid_encoders": {name: item.encoder_id for name, item in cells.items()},
     }
@@ -89,6 +153,53 @@ def uncertainty_map(
         title=f"ProM3E uncertainty (sigma_l1) from {', '.join(names)}",
     )  # fmt: skip
     return SigmaMap(result, sigma) if keep_sigma else result
+
+
+def _completed_cells(
+    prom3e: ProM3E, grid: Grid, names: list[str], *, embeddings: Any, encoders: Any,
+    cache_dir: Any, n_samples: int, seed: int, chunk_rows: int, device: str | None,
+    show_progress: bool,
+) -> tuple[dict[str, GridEmbeddings], Any]:  # fmt: skip
+    """The grid embeddings of ``names`` and an iterator over the completed chunks of cells."""
+    cells = grid_embeddings(
+        grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        device=device, show_progress=show_progress,
+    )  # fmt: skip
+    parts = iter_completions(
+        prom3e, cells, visible=names, n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
+        device=device,
+    )  # fmt: skip
+    return cells, (part for part in parts if part.result is not None)
+
+
+def _expected_error_map(
+    prom3e: ProM3E, grid: Grid, names: list[str], *, embeddings: Any, encoders: Any,
+    cache_dir: Any, n_samples: int, seed: int, chunk_rows: int, device: str | None,
+    show_progress: bool,
+) -> GridMap:  # fmt: skip
+    """One band per completed modality: the uncertainty model's expected error per cell."""
+    targets = _completable(prom3e, names)
+    columns = [prom3e.modalities.index(m) for m in targets]
+    cells, parts = _completed_cells(
+        prom3e, grid, names, embeddings=embeddings, encoders=encoders, cache_dir=cache_dir,
+        n_samples=n_samples, seed=seed, chunk_rows=chunk_rows, device=device,
+        show_progress=show_progress,
+    )  # fmt: skip
+    values = np.full((len(targets), grid.num_cells), np.nan, dtype=np.float32)
+    for part in parts:
+        expected = np.asarray(part.result.expected_error)[:, columns].T
+        values[:, part.start : part.stop][:, part.ok] = expected
+    tags = {
+        "method": "prom3e-expected-error",
+        "measure": "expected-error",
+        "visible": names,
+        "completed": targets,
+        "grid_encoders": {name: item.encoder_id for name, item in cells.items()},
+    }
+    return GridMap(
+        grid, values, [f"{m}_expected_error" for m in targets], tags=tags,
+        title=f"Expected completion error (1 - cosine) from {', '.join(names)}",
+    )  # fmt: skip
 
 
 def species_density(
@@ -202,7 +313,9 @@ def diversity_map(
     else:
         lat, lon, species = occurrences
         lat, lon = points_lat_lon((lat, lon))
-    sigma = uncertainty_map(model, grid, visible=visible, seed=seed, keep_sigma=True, **kwargs)
+    sigma = uncertainty_map(
+        model, grid, visible=visible, seed=seed, keep_sigma=True, measure="sigma-l1", **kwargs
+    )
     density = species_density(grid, lat, lon, species)
     fit = diversity_regression(
         sigma.sigma, density, min_occurrences=min_occurrences, folds=folds, seed=seed
