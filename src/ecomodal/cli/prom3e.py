@@ -76,7 +76,7 @@ def calibrate_command(
     ] = None,
     max_neighbours: Annotated[
         int, typer.Option(help="Most neighbour rows kept (seeded).")
-    ] = 50_000,
+    ] = 20_000,
     no_uncertainty: Annotated[
         bool, typer.Option("--no-uncertainty", help="Fit the completion mix only.")
     ] = False,

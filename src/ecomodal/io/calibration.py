@@ -121,10 +121,13 @@ def read_calibration(folder: str | Path, modalities: tuple[str, ...]) -> Calibra
     bank_path = folder / NEIGHBOURS_NAME
     try:
         tensors = load_file(str(bank_path))
+        if tuple(tensors["embeddings"].shape[1:2]) != (len(stored),):
+            raise ValueError(f"expected {len(stored)} modalities per row")
         bank = NeighbourBank(tensors["embeddings"], tensors["present"].bool(), stored)
+        del tensors
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{bank_path}: not a valid neighbour bank ({err}).") from err
-    if tuple(bank.embeddings.shape[1:2]) != (len(stored),):
+    if len(bank.columns) != len(stored):
         raise CheckpointError(f"{bank_path}: expected {len(stored)} modalities per row.")
     error_model = None
     if (folder / UNCERTAINTY_NAME).is_file():

@@ -55,28 +55,31 @@ def visible_key(modalities: Sequence[str], visible: Sequence[bool] | torch.Tenso
     return "+".join(m for m, on in zip(modalities, visible, strict=True) if bool(on))
 
 
-@dataclass
 class NeighbourBank:
     """Reference rows for retrieval: unit ``embeddings`` [N, M, D] (zeros where absent) and
     ``present`` [N, M], in the model's modality order; ``mean`` [M, D] is each modality's
-    normalised mean over the rows that have it."""
+    normalised mean over the rows that have it. Held as one contiguous [N, D] block per modality
+    (``columns``), the operand of the similarity GEMMs."""
 
-    embeddings: torch.Tensor
-    present: torch.Tensor
-    modalities: tuple[str, ...]
-    mean: torch.Tensor = field(init=False)
+    def __init__(self, embeddings: torch.Tensor, present: torch.Tensor, modalities: Sequence[str]):
+        self.modalities = tuple(modalities)
+        self.present = present.to(torch.bool)
+        self.columns = [
+            F.normalize(embeddings[:, m].float(), dim=-1) * self.present[:, m, None]
+            for m in range(len(self.modalities))
+        ]
+        counts = self.present.sum(0).clamp(min=1)
+        self.mean = F.normalize(
+            torch.stack([c.sum(0) / n for c, n in zip(self.columns, counts, strict=True)]), dim=-1
+        )
 
-    def __post_init__(self) -> None:
-        self.embeddings = F.normalize(self.embeddings.float(), dim=-1).contiguous()
-        self.present = self.present.to(torch.bool)
-        self.embeddings = self.embeddings * self.present.unsqueeze(-1)
-        counts = self.present.sum(0).clamp(min=1).unsqueeze(-1)
-        self.mean = F.normalize(self.embeddings.sum(0) / counts, dim=-1)
-        # One contiguous [N, D] block per modality, for the similarity GEMMs.
-        self._columns = [self.embeddings[:, m].contiguous() for m in range(len(self.modalities))]
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """[N, M, D] (a new tensor; the bank keeps one block per modality)."""
+        return torch.stack(self.columns, dim=1)
 
     def __len__(self) -> int:
-        return int(self.embeddings.shape[0])
+        return int(self.present.shape[0])
 
     def search(
         self, queries: torch.Tensor, visible: Sequence[int], k: int
@@ -86,7 +89,7 @@ class NeighbourBank:
         usable = [m for m in visible if bool(self.present[:, m].any())]
         if not usable:
             raise InvalidArgumentError("The neighbour bank has none of the visible modalities.")
-        sims = sum(queries[:, m].float() @ self._columns[m].T for m in usable) / len(usable)
+        sims = sum(queries[:, m].float() @ self.columns[m].T for m in usable) / len(usable)
         lacking = ~self.present[:, usable].all(1)
         if bool(lacking.any()):
             sims = sims.masked_fill(lacking.unsqueeze(0), float("-inf"))
@@ -108,7 +111,7 @@ class NeighbourBank:
         has = self.present[index, target]
         logits = (sims / temperature).masked_fill(~has, float("-inf"))
         weights = torch.softmax(logits, dim=1).nan_to_num(0.0)
-        raw = torch.einsum("bk,bkd->bd", weights, self._columns[target][index])
+        raw = torch.einsum("bk,bkd->bd", weights, self.columns[target][index])
         return raw, F.normalize(raw, dim=-1)
 
 

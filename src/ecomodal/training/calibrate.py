@@ -65,7 +65,7 @@ def calibrate(
     split: str = "val",
     out: str | os.PathLike[str] | None = None,
     split_column: str = "split",
-    max_neighbours: int = 50_000,
+    max_neighbours: int = 20_000,
     max_rows_per_set: int = 4000,
     n_samples: int = 5,
     error_model: bool = True,
@@ -277,7 +277,7 @@ def _tune(bank, done, fit_rows, stacked, present, vis, modalities) -> dict[str, 
         truth = torch.as_tensor(stacked[rows, target])[has]
         own = done["decoded"][idx, target][has].float()
         mean = bank.mean[target]
-        nb = bank._columns[target][index[has]]  # [N, K, D]
+        nb = bank.columns[target][index[has]]  # [N, K, D]
         dots = {
             "truth": torch.einsum("nkd,nd->nk", nb, truth),
             "own": torch.einsum("nkd,nd->nk", nb, own),
