@@ -111,7 +111,10 @@ class NeighbourBank:
         has = self.present[index, target]
         logits = (sims / temperature).masked_fill(~has, float("-inf"))
         weights = torch.softmax(logits, dim=1).nan_to_num(0.0)
-        raw = torch.einsum("bk,bkd->bd", weights, self.columns[target][index])
+        # A weighted bag of rows: no [B, k, D] copy of the neighbours is made.
+        raw = F.embedding_bag(
+            index, self.columns[target], per_sample_weights=weights, mode="sum"
+        )
         return raw, F.normalize(raw, dim=-1)
 
 
