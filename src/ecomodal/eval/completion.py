@@ -3,35 +3,65 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ecomodal.data.splits import make_split
+from ecomodal.errors import InvalidEmbeddingsError
+from ecomodal.eval.common import (
+    check_no_rows,
+    eval_table,
+    model_inputs,
+    require_model,
+    resolve_model,
+)
+from ecomodal.eval.registry import EvalContext, TaskOption, register_task
+from ecomodal.io.reader import TableLike
+from ecomodal.modalities import parse_modalities
 from ecomodal.models.prom3e import ProM3E
+from ecomodal.options import check_range
+from ecomodal.report import Section
 from ecomodal.vectors import normalise
 
 
 def completion_scores(
-    predicted: np.ndarray, truth: np.ndarray, *, block: int = 4096
+    predicted: np.ndarray, truth: np.ndarray, *, ks: Sequence[int] = (1, 10), block: int = 4096
 ) -> dict[str, float]:
-    """Mean cosine of each prediction with its own truth, and R@1 among all truths.
+    """Mean cosine of each prediction with its own truth, and R@k among all truths (``r1``,
+    ``r10``, ...).
 
-    R@1 counts row i as found when no other truth is strictly closer to prediction i than truth i
-    (ties, such as identical text embeddings of one species, count as found).
+    R@k counts row i as found when fewer than k other truths are strictly closer to prediction i
+    than truth i (ties, such as identical text embeddings of one species, count as found).
     """
     predicted = normalise(np.asarray(predicted, dtype=np.float32))
     truth = normalise(np.asarray(truth, dtype=np.float32))
     own = np.einsum("nd,nd->n", predicted, truth)
-    hits = 0
+    hits = dict.fromkeys(ks, 0)
     for start in range(0, len(predicted), block):
         sims = predicted[start : start + block] @ truth.T
-        hits += int(np.sum(sims.max(axis=1) <= own[start : start + block] + 1e-6))
-    return {"cosine": float(own.mean()), "r1": hits / len(predicted)}
+        closer = np.sum(sims > own[start : start + block, None] + 1e-6, axis=1)
+        for k in ks:
+            hits[k] += int(np.sum(closer < k))
+    return {"cosine": float(own.mean()), **{f"r{k}": n / len(predicted) for k, n in hits.items()}}
 
 
 def mean_of_visible(embeddings: np.ndarray, visible: Sequence[int]) -> np.ndarray:
     """Baseline: the normalised mean of the visible embeddings, used as every missing one."""
     return normalise(embeddings[:, list(visible)].mean(axis=1))
+
+
+def training_mean(reference: np.ndarray, reference_present: np.ndarray, target: int) -> np.ndarray:
+    """Baseline: the normalised mean of the reference rows' (unit) ``target`` embeddings, the
+    same prediction for every row; [D]."""
+    rows = reference_present[:, target]
+    if not rows.any():
+        raise InvalidEmbeddingsError(
+            f"completion: no reference (training) row has modality {target}; the training-mean "
+            "baseline needs at least one."
+        )
+    return normalise(normalise(reference[rows, target].astype(np.float32)).mean(axis=0))
 
 
 def nearest_neighbour(
@@ -54,6 +84,12 @@ def nearest_neighbour(
     return out
 
 
+#: The predictions scored per pair, by key prefix: ``model`` is the model's default completion
+#: (retrieval-augmented when calibrated), ``prom3e`` ProM3E alone, ``mean`` the mean of the visible
+#: embeddings, ``nn`` the nearest training row's embedding, ``train_mean`` the training mean.
+PREDICTIONS = ("model", "mean", "nn", "prom3e", "train_mean")
+
+
 def evaluate_completion(
     model: ProM3E,
     embeddings: np.ndarray,
@@ -64,14 +100,20 @@ def evaluate_completion(
     visible_sets: Sequence[Sequence[str]] | None = None,
     n_samples: int = 0,
     seed: int = 0,
+    neighbours: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """Score the model's completions of every hidden modality against the two baselines.
+    """Score the model's completions of every hidden modality against simple baselines.
 
     For each visible set (default: every single modality) and each other modality, the rows that
-    have all of them are completed; the model, the mean-of-visible and the nearest-neighbour (in
-    ``reference``, typically the training rows) predictions are scored by
-    :func:`completion_scores`. Returns ``{"image->text": {"model_cosine": ..., ...}, ...}`` plus an
-    ``"average"`` entry over all pairs.
+    have all of them are completed and scored by :func:`completion_scores` (mean cosine, R@1 and
+    R@10 among those rows). Predictions (key prefixes, see :data:`PREDICTIONS`): ``model``, the
+    model's default completion (retrieval-augmented for a calibrated model; ``neighbours`` is
+    passed to :meth:`ProM3E.complete`); ``prom3e``, ProM3E alone (equal to ``model`` for an
+    uncalibrated model); ``mean``, the mean of the visible embeddings; ``nn``, the target
+    embedding of the ``reference`` row (typically the training rows) nearest in the visible
+    modalities; ``train_mean``, the normalised mean of the reference rows' target embeddings.
+    Returns ``{"image->text": {"rows": ..., "model_cosine": ..., "model_r10": ..., ...}, ...}``
+    plus an ``"average"`` entry over all pairs.
     """
     names = list(model.modalities)
     if visible_sets is None:
@@ -87,18 +129,23 @@ def evaluate_completion(
                 continue
             emb = embeddings[rows]
             truth = emb[:, target]
-            completed = model.complete(
+            done = model.complete(
                 emb,
                 visible=visible_names,
                 n_samples=n_samples,
                 seed=seed,
                 present=present[rows],
-            ).embeddings[:, target]
+                neighbours=neighbours,
+            )
+            alone = done.embeddings if done.prom3e_embeddings is None else done.prom3e_embeddings
+            constant = training_mean(reference, reference_present, target)
             entry: dict[str, float] = {"rows": float(rows.sum())}
             predictions = {
-                "model": completed,
+                "model": done.embeddings[:, target],
                 "mean": mean_of_visible(emb, vis),
                 "nn": nearest_neighbour(emb, vis, target, reference, reference_present),
+                "prom3e": alone[:, target],
+                "train_mean": np.broadcast_to(constant, truth.shape),
             }
             for label, prediction in predictions.items():
                 for metric, value in completion_scores(prediction, truth).items():
@@ -158,3 +205,113 @@ def sigma_by_visible_count(
         if values:
             out[count] = float(np.concatenate(values).mean())
     return out
+
+
+#: The four completions the report compares: (key prefix, column heading).
+REPORTED = (
+    ("model", "default"),
+    ("prom3e", "ProM3E alone"),
+    ("nn", "NN lookup"),
+    ("train_mean", "training mean"),
+)
+
+
+def completion(
+    data: TableLike,
+    model: Any,
+    *,
+    split: str | np.ndarray = "published",
+    visible_sets: Sequence[Sequence[str] | str] | None = None,
+    n_samples: int = 0,
+    seed: int = 0,
+    neighbours: Any = None,
+) -> dict[str, Any]:
+    """Completion quality on the test rows of ``split``, the nearest-neighbour and training-mean
+    baselines drawn from its train rows (see :func:`evaluate_completion`).
+
+    ``visible_sets`` defaults to each single modality the table and model share. Returns
+    ``pairs`` (per ``"loc->env"`` pair and ``"average"``), ``calibrated`` (whether the default
+    completion is retrieval-augmented), ``train_rows`` and ``test_rows``.
+    """
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
+    batch = eval_table(data, "completion")
+    prom3e = require_model(resolve_model(model), "completion")
+    labels = make_split(batch, split, seed=seed)
+    train, test = labels == "train", labels == "test"
+    check_no_rows(train, "completion", f"train rows (split {split!r}) for the baselines")
+    check_no_rows(test, "completion", f"test rows (split {split!r})")
+    names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
+    if visible_sets is None:
+        sets = [[m] for m in names]
+    else:
+        sets = [parse_modalities(s, names) for s in visible_sets]
+    emb, present = model_inputs(batch, prom3e)
+    pairs = evaluate_completion(
+        prom3e,
+        emb[test],
+        present[test],
+        emb[train],
+        present[train],
+        visible_sets=sets,
+        n_samples=n_samples,
+        seed=seed,
+        neighbours=neighbours,
+    )
+    return {
+        "pairs": pairs,
+        "calibrated": neighbours is not False
+        and (neighbours is not None or prom3e.calibration is not None),
+        "train_rows": int(train.sum()),
+        "test_rows": int(test.sum()),
+        "split": split if isinstance(split, str) else "given",
+    }
+
+
+def _section(result: Mapping[str, Any]) -> Section:
+    rows = []
+    for pair, entry in result["pairs"].items():
+        row: dict[str, Any] = {"pair": pair}
+        if "rows" in entry:
+            row["rows"] = int(entry["rows"])
+        for key, heading in REPORTED:
+            row[f"{heading} cosine"] = entry[f"{key}_cosine"]
+            row[f"{heading} R@10"] = entry[f"{key}_r10"]
+        rows.append(row)
+    how = (
+        "retrieval-augmented (ProM3E mixed with the nearest training rows, as calibrated)"
+        if result["calibrated"]
+        else "ProM3E alone (the model is not calibrated: `ecomodal calibrate` adds neighbours)"
+    )
+    text = (
+        f"Each test row ({result['test_rows']}) completes the missing modality from the visible "
+        f"one; cosine to the truth and R@10 among the test rows' truths. Default: {how}. NN "
+        f"lookup: the embedding of the training row ({result['train_rows']}) nearest in the "
+        "visible modality. Training mean: the normalised mean of the training embeddings."
+    )
+    return Section("Completion against the lookup and the mean", text, rows)
+
+
+@register_task(
+    name="completion",
+    description="Completion of each modality from each other one: the model's default, ProM3E "
+    "alone, the nearest-training-row lookup and the training mean (cosine, R@1, R@10).",
+    options=[
+        TaskOption(
+            "visible_sets",
+            None,
+            "visible sets, ';' between sets, e.g. loc;env;loc,env (default: each modality)",
+            lambda text: [s for s in text.split(";") if s.strip()],
+        ),
+    ],
+    section=_section,
+    needs_model=True,
+    order=45,
+)
+def _run(context: EvalContext, visible_sets: Sequence[str] | None = None) -> dict[str, Any]:
+    return completion(
+        context.batch,
+        context.model,
+        split=context.split,
+        visible_sets=visible_sets,
+        seed=context.seed,
+    )
