@@ -14,7 +14,8 @@ the same run, each on the same inputs, in rotating order:
 
 Reports rows/s of each, the ratios (target: the error model costs at most 25% over the same path
 without it), where the time goes (the neighbour search alone, timed on the same calls; the error model isolated: ``Calibration.apply``
-on the same ProM3E outputs with and without it, alternated, best of 2), and the
+on the same ProM3E outputs with and without it, alternated, best of 3; ratios from CPU time, as the shared machine's wall time swings with others'
+load), and the
 peak resident memory (ru_maxrss; target under 2 GB) of a fresh process that loads the saved model
 folder (weights and calibration, as ``ecomodal complete`` does) and runs the three ways. Inputs are
 made per call outside the timed part. With fewer rows than 1,000,000 the JSON extrapolates
@@ -55,7 +56,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def error_model_cost(model: ProM3E, rows: int, batch: int, repeats: int = 2) -> dict[str, float]:
+def error_model_cost(model: ProM3E, rows: int, batch: int, repeats: int = 3) -> dict[str, float]:
     """The error model's own share, isolated from machine noise: ``Calibration.apply`` on the
     same ProM3E outputs with and without the error model, alternated, best of ``repeats``."""
     calibration = model.calibration
@@ -72,9 +73,9 @@ def error_model_cost(model: ProM3E, rows: int, batch: int, repeats: int = 2) -> 
                 ("apply_without_error_model", False),
                 ("apply_with_error_model", True),
             ):
-                t0 = time.perf_counter()
+                c0 = time.process_time()
                 calibration.apply(q, v, decoded, sigma, with_error=with_error)
-                best[name] = min(best[name], time.perf_counter() - t0)
+                best[name] = min(best[name], time.process_time() - c0)
     return {**best, "rows": len(x)}
 
 
@@ -108,11 +109,11 @@ def inputs(rows: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def time_ways(
     model: ProM3E, ways: dict[str, dict[str, Any]], rows: int, batch: int, n_samples: int
-) -> dict[str, float]:
-    """Seconds per way over ``rows`` rows, the ways interleaved call by call (same inputs, same
+) -> dict[str, dict[str, float]]:
+    """Wall and CPU (process time, all threads) seconds per way over ``rows`` rows, the ways interleaved call by call (same inputs, same
     machine load)."""
-    seconds = dict.fromkeys(ways, 0.0)
-    seconds["search_only"] = 0.0
+    seconds = dict.fromkeys([*ways, "search_only"], 0.0)
+    cpu = dict.fromkeys(seconds, 0.0)
     calibration = ways["default"]["calibration"]
     for index, start in enumerate(range(0, rows, batch)):
         x, present = inputs(min(batch, rows - start), 512, seed=index)
@@ -121,7 +122,7 @@ def time_ways(
         for name in names[shift:] + names[:shift]:
             way = ways[name]
             model.calibration = way["calibration"]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             done = model.complete(
                 x, n_samples=n_samples, present=present, neighbours=way["neighbours"],
                 seed=index,
@@ -129,8 +130,9 @@ def time_ways(
             if way["error"]:
                 assert done.expected_error.shape == present.shape
             seconds[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
         # The neighbour search alone (one top-k per visible set), as Calibration.apply runs it.
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         q = torch.nn.functional.normalize(torch.from_numpy(x), dim=-1)
         codes = present.astype(np.int64) @ (2 ** np.arange(6))
         with torch.no_grad():
@@ -139,7 +141,8 @@ def time_ways(
                 vis = [m for m in range(6) if (code >> m) & 1]
                 calibration.bank.search(q[rows_of], vis, calibration.mix.max_k())
         seconds["search_only"] += time.perf_counter() - t0
-    return seconds
+        cpu["search_only"] += time.process_time() - c0
+    return {"wall": seconds, "cpu": cpu}
 
 
 def child(folder: Path, rows: int, batch: int, n_samples: int) -> dict[str, Any]:
@@ -227,8 +230,10 @@ def main() -> dict[str, Any]:
     measured = json.loads(
         subprocess.run(command, check=True, capture_output=True, text=True).stdout
     )
-    seconds = measured["seconds"]
-    rate = {name: args.rows / s for name, s in seconds.items()}
+    wall = measured["seconds"]["wall"]
+    # Ratios and shares from CPU time: on the shared machine wall time swings with others' load.
+    seconds = measured["seconds"]["cpu"]
+    rate = {name: args.rows / s for name, s in wall.items()}
     ratio_error = seconds["default"] / seconds["neighbours"]
     iso = measured["isolated"]
     # The error model's extra time per row, over the per-row time of the path without it.
@@ -246,8 +251,11 @@ def main() -> dict[str, Any]:
         "calibrate_s": calibrate_s,
         "bank_build_s": bank_s,
         "load_s": round(measured["load_s"], 1),
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "wall_seconds": {k: round(v, 2) for k, v in wall.items()},
+        "cpu_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "rows_per_s": {k: round(v, 1) for k, v in rate.items()},
+        "rows_per_cpu_s": {k: round(args.rows / v, 1) for k, v in seconds.items()},
+        "ratios_from": "CPU seconds (process time of both threads)",
         "ratios": {
             "default_over_neighbours": round(ratio_error, 3),
             "neighbours_over_prom3e": round(seconds["neighbours"] / seconds["prom3e"], 3),
@@ -273,8 +281,8 @@ def main() -> dict[str, Any]:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads (shared CPU)",
     }
     if args.rows < FULL_ROWS:
-        result["extrapolated_1m_s"] = {
-            k: round(v * FULL_ROWS / args.rows) for k, v in seconds.items()
+        result["extrapolated_1m_wall_s"] = {
+            k: round(v * FULL_ROWS / args.rows) for k, v in wall.items()
         }
         result["note"] = (
             f"Ran {args.rows:,} rows per way (not 1,000,000: the three ways at these rates take "
