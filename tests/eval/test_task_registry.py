@@ -93,11 +93,17 @@ def test_the_built_in_tasks_in_their_old_order():
     from ecomodal.eval import TASKS
     from ecomodal.eval.harness import SINGLE_TABLE_TASKS
 
-    assert TASKS == ("zero-shot", "few-shot", "probe", "retrieval", "completion", "uncertainty",
-                     "gap", "compare")  # fmt: skip
-    # completion (added later) is not part of "all": "all" runs what it always ran
-    assert SINGLE_TABLE_TASKS == ("zero-shot", "few-shot", "probe", "retrieval", "uncertainty",
-                                  "gap")  # fmt: skip
+    assert TASKS == (
+        "zero-shot",
+        "few-shot",
+        "probe",
+        "retrieval",
+        "completion",
+        "uncertainty",
+        "gap",
+        "compare",
+    )
+    assert TASKS[:-1] == SINGLE_TABLE_TASKS
     assert get_task("uncertainty").needs_model and not get_task("compare").in_all
 
 

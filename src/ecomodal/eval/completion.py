@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.deprecation import renamed_arguments
+from ecomodal.errors import InvalidEmbeddingsError
 from ecomodal.eval.common import (
     check_no_rows,
     eval_rows,
@@ -20,32 +21,47 @@ from ecomodal.eval.registry import EvalContext, TaskOption, register_task
 from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.prom3e import ProM3E
-from ecomodal.options import parse_list
+from ecomodal.options import check_range
 from ecomodal.report import Section
 from ecomodal.vectors import normalise
 
 
 def completion_scores(
-    predicted: np.ndarray, truth: np.ndarray, *, block: int = 4096
+    predicted: np.ndarray, truth: np.ndarray, *, ks: Sequence[int] = (1, 10), block: int = 4096
 ) -> dict[str, float]:
-    """Mean cosine of each prediction with its own truth, and R@1 among all truths.
+    """Mean cosine of each prediction with its own truth, and R@k among all truths (``r1``,
+    ``r10``, ...).
 
-    R@1 counts row i as found when no other truth is strictly closer to prediction i than truth i
-    (ties, such as identical text embeddings of one species, count as found).
+    R@k counts row i as found when fewer than k other truths are strictly closer to prediction i
+    than truth i (ties, such as identical text embeddings of one species, count as found).
     """
     predicted = normalise(np.asarray(predicted, dtype=np.float32))
     truth = normalise(np.asarray(truth, dtype=np.float32))
     own = np.einsum("nd,nd->n", predicted, truth)
-    hits = 0
+    hits = dict.fromkeys(ks, 0)
     for start in range(0, len(predicted), block):
         sims = predicted[start : start + block] @ truth.T
-        hits += int(np.sum(sims.max(axis=1) <= own[start : start + block] + 1e-6))
-    return {"cosine": float(own.mean()), "r1": hits / len(predicted)}
+        closer = np.sum(sims > own[start : start + block, None] + 1e-6, axis=1)
+        for k in ks:
+            hits[k] += int(np.sum(closer < k))
+    return {"cosine": float(own.mean()), **{f"r{k}": n / len(predicted) for k, n in hits.items()}}
 
 
 def mean_of_visible(embeddings: np.ndarray, visible: Sequence[int]) -> np.ndarray:
     """Baseline: the normalised mean of the visible embeddings, used as every missing one."""
     return normalise(embeddings[:, list(visible)].mean(axis=1))
+
+
+def training_mean(reference: np.ndarray, reference_present: np.ndarray, target: int) -> np.ndarray:
+    """Baseline: the normalised mean of the reference rows' (unit) ``target`` embeddings, the
+    same prediction for every row; [D]."""
+    rows = reference_present[:, target]
+    if not rows.any():
+        raise InvalidEmbeddingsError(
+            f"completion: no reference (training) row has modality {target}; the training-mean "
+            "baseline needs at least one."
+        )
+    return normalise(normalise(reference[rows, target].astype(np.float32)).mean(axis=0))
 
 
 def nearest_neighbour(
@@ -68,6 +84,12 @@ def nearest_neighbour(
     return out
 
 
+#: The predictions scored per pair, by key prefix: ``model`` is the model's default completion
+#: (retrieval-augmented when calibrated), ``prom3e`` ProM3E alone, ``mean`` the mean of the visible
+#: embeddings, ``nn`` the nearest training row's embedding, ``train_mean`` the training mean.
+PREDICTIONS = ("model", "mean", "nn", "prom3e", "train_mean")
+
+
 def evaluate_completion(
     model: ProM3E,
     embeddings: np.ndarray,
@@ -78,16 +100,20 @@ def evaluate_completion(
     visible_sets: Sequence[Sequence[str]] | None = None,
     n_samples: int = 0,
     seed: int = 0,
-    train_mean: bool = False,
+    neighbours: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """Score the model's completions of every hidden modality against the two baselines.
+    """Score the model's completions of every hidden modality against simple baselines.
 
     For each visible set (default: every single modality) and each other modality, the rows that
-    have all of them are completed; the model, the mean-of-visible and the nearest-neighbour (in
-    ``reference``, typically the training rows) predictions are scored by
-    :func:`completion_scores`; with ``train_mean`` also the mean of the target modality over the
-    ``reference`` rows (one constant prediction, ``train_mean_*``). Returns ``{"image->text": {"model_cosine": ..., ...}, ...}`` plus an
-    ``"average"`` entry over all pairs.
+    have all of them are completed and scored by :func:`completion_scores` (mean cosine, R@1 and
+    R@10 among those rows). Predictions (key prefixes, see :data:`PREDICTIONS`): ``model``, the
+    model's default completion (retrieval-augmented for a calibrated model; ``neighbours`` is
+    passed to :meth:`ProM3E.complete`); ``prom3e``, ProM3E alone (equal to ``model`` for an
+    uncalibrated model); ``mean``, the mean of the visible embeddings; ``nn``, the target
+    embedding of the ``reference`` row (typically the training rows) nearest in the visible
+    modalities; ``train_mean``, the normalised mean of the reference rows' target embeddings.
+    Returns ``{"image->text": {"rows": ..., "model_cosine": ..., "model_r10": ..., ...}, ...}``
+    plus an ``"average"`` entry over all pairs.
     """
     names = list(model.modalities)
     if visible_sets is None:
@@ -103,22 +129,24 @@ def evaluate_completion(
                 continue
             emb = embeddings[rows]
             truth = emb[:, target]
-            completed = model.complete(
+            done = model.complete(
                 emb,
                 visible=visible_names,
                 n_samples=n_samples,
                 seed=seed,
                 present=present[rows],
-            ).embeddings[:, target]
+                neighbours=neighbours,
+            )
+            alone = done.embeddings if done.prom3e_embeddings is None else done.prom3e_embeddings
+            constant = training_mean(reference, reference_present, target)
             entry: dict[str, float] = {"rows": float(rows.sum())}
             predictions = {
-                "model": completed,
+                "model": done.embeddings[:, target],
                 "mean": mean_of_visible(emb, vis),
                 "nn": nearest_neighbour(emb, vis, target, reference, reference_present),
+                "prom3e": alone[:, target],
+                "train_mean": np.broadcast_to(constant, truth.shape),
             }
-            if train_mean:
-                mean = reference[reference_present[:, target], target].mean(axis=0)
-                predictions["train_mean"] = np.broadcast_to(mean, truth.shape)
             for label, prediction in predictions.items():
                 for metric, value in completion_scores(prediction, truth).items():
                     entry[f"{label}_{metric}"] = value
@@ -179,6 +207,15 @@ def sigma_by_visible_count(
     return out
 
 
+#: The four completions the report compares: (key prefix, column heading).
+REPORTED = (
+    ("model", "default"),
+    ("prom3e", "ProM3E alone"),
+    ("nn", "NN lookup"),
+    ("train_mean", "training mean"),
+)
+
+
 @renamed_arguments(table="data")
 def completion(
     data: TableLike | None = None,
@@ -186,33 +223,34 @@ def completion(
     *,
     train: TableLike | None = None,
     test: TableLike | None = None,
-    visible_sets: Sequence[Sequence[str] | str] | None = None,
     split: str | np.ndarray = "published",
+    visible_sets: Sequence[Sequence[str] | str] | None = None,
     n_samples: int = 0,
     seed: int = 0,
+    neighbours: Any = None,
 ) -> dict[str, Any]:
-    """ProM3E's completions of the test rows against three baselines with no training: the mean
-    of the visible embeddings, the nearest training row in the visible modalities (its target
-    embedding) and the training mean of the target modality (see :func:`evaluate_completion`).
+    """Completion quality of the test rows against the nearest-neighbour lookup and the training
+    mean (see :func:`evaluate_completion`).
 
-    Rows: the test rows of ``split`` complete, the train and val rows are the reference; or, with
-    ``train`` and ``test`` instead of ``data``, every row of ``test`` completes and every row of
-    ``train`` is the reference. ``visible_sets`` defaults to each single modality that the table
-    and the model share. Returns ``{"split", "rows", "reference_rows", "pairs": {"loc->env":
-    {"model_cosine", "model_r1", "nn_cosine", ...}, ..., "average": {...}}}``.
+    Rows: the test rows of ``split`` complete and the other rows are the baselines' reference;
+    or, with ``train`` and ``test`` instead of ``data``, every row of ``test`` completes and every
+    row of ``train`` is the reference. ``visible_sets`` defaults to each single modality the
+    table and model share. Returns ``pairs`` (per ``"loc->env"`` pair and ``"average"``),
+    ``calibrated`` (whether the default completion is retrieval-augmented), ``train_rows`` and
+    ``test_rows``.
     """
+    check_range(n_samples, "n_samples", minimum=0, integer=True)
     rows = eval_rows(data, train, test, task="completion", split=split, seed=seed)
     prom3e = require_model(resolve_model(model), "completion")
     batch, sides = rows.batch, rows.sides(seed=seed)
     tested, reference = sides == "test", sides != "test"
+    check_no_rows(reference, "completion", f"train rows (split {rows.split_name!r})")
     check_no_rows(tested, "completion", f"test rows (split {rows.split_name!r})")
-    check_no_rows(reference, "completion", f"training rows (split {rows.split_name!r})")
     names = [m for m in prom3e.modalities if m in batch.embeddings and batch.present[m].any()]
-    sets = (
-        [[m] for m in names]
-        if visible_sets is None
-        else [parse_modalities(s, names) for s in visible_sets]
-    )
+    if visible_sets is None:
+        sets = [[m] for m in names]
+    else:
+        sets = [parse_modalities(s, names) for s in visible_sets]
     emb, present = model_inputs(batch, prom3e)
     pairs = evaluate_completion(
         prom3e,
@@ -223,42 +261,59 @@ def completion(
         visible_sets=sets,
         n_samples=n_samples,
         seed=seed,
-        train_mean=True,
+        neighbours=neighbours,
     )
     return {
-        "split": rows.split_name,
-        "rows": int(tested.sum()),
-        "reference_rows": int(reference.sum()),
         "pairs": pairs,
+        "calibrated": neighbours is not False
+        and (neighbours is not None or prom3e.calibration is not None),
+        "train_rows": int(reference.sum()),
+        "test_rows": int(tested.sum()),
+        "split": rows.split_name,
     }
 
 
 def _section(result: Mapping[str, Any]) -> Section:
-    rows = [{"pair": pair, **scores} for pair, scores in result["pairs"].items()]
-    text = (
-        f"{result['rows']} test rows completed ({result['split']}); baselines: the mean of the "
-        f"visible embeddings (mean), the nearest of {result['reference_rows']} training rows in "
-        "the visible modalities (nn) and the training mean of the completed modality "
-        "(train_mean). cosine: to the truth; r1: the truth is the closest of all test rows."
+    rows = []
+    for pair, entry in result["pairs"].items():
+        row: dict[str, Any] = {"pair": pair}
+        if "rows" in entry:
+            row["rows"] = int(entry["rows"])
+        for key, heading in REPORTED:
+            row[f"{heading} cosine"] = entry[f"{key}_cosine"]
+            row[f"{heading} R@10"] = entry[f"{key}_r10"]
+        rows.append(row)
+    how = (
+        "retrieval-augmented (ProM3E mixed with the nearest training rows, as calibrated)"
+        if result["calibrated"]
+        else "ProM3E alone (the model is not calibrated: `ecomodal calibrate` adds neighbours)"
     )
-    return Section("Completion against baselines", text, rows)
-
-
-def _parse_sets(text: str) -> list[list[str]]:
-    return [parse_list(part) for part in text.split(";") if part.strip()]
+    text = (
+        f"Each test row ({result['test_rows']}) completes the missing modality from the visible "
+        f"one; cosine to the truth and R@10 among the test rows' truths. Default: {how}. NN "
+        f"lookup: the embedding of the training row ({result['train_rows']}) nearest in the "
+        "visible modality. Training mean: the normalised mean of the training embeddings."
+    )
+    return Section("Completion against the lookup and the mean", text, rows)
 
 
 @register_task(
     name="completion",
-    description="ProM3E completion of each modality against mean, nearest-neighbour and "
-    "training-mean baselines.",
+    description="Completion of each modality from each other one: the model's default, ProM3E "
+    "alone, the nearest-training-row lookup and the training mean (cosine, R@1, R@10).",
     options=[
-        TaskOption("visible", None, "visible sets, e.g. 'loc;loc,env' (default: each)", _parse_sets)
+        TaskOption(
+            "visible_sets",
+            None,
+            "visible sets, ';' between sets, e.g. loc;env;loc,env (default: each modality)",
+            lambda text: [s for s in text.split(";") if s.strip()],
+        ),
     ],
     section=_section,
     needs_model=True,
-    in_all=False,
     order=45,
 )
-def _run(context: EvalContext, visible: Sequence[Sequence[str]] | None) -> dict[str, Any]:
-    return completion(context.table_rows, context.model, visible_sets=visible, seed=context.seed)
+def _run(context: EvalContext, visible_sets: Sequence[str] | None = None) -> dict[str, Any]:
+    return completion(
+        context.table_rows, context.model, visible_sets=visible_sets, seed=context.seed
+    )

@@ -112,9 +112,7 @@ class NeighbourBank:
         logits = (sims / temperature).masked_fill(~has, float("-inf"))
         weights = torch.softmax(logits, dim=1).nan_to_num(0.0)
         # A weighted bag of rows: no [B, k, D] copy of the neighbours is made.
-        raw = F.embedding_bag(
-            index, self.columns[target], per_sample_weights=weights, mode="sum"
-        )
+        raw = F.embedding_bag(index, self.columns[target], per_sample_weights=weights, mode="sum")
         return raw, F.normalize(raw, dim=-1)
 
 
