@@ -232,12 +232,12 @@ def completion(
     """Completion quality of the test rows against the nearest-neighbour lookup and the training
     mean (see :func:`evaluate_completion`).
 
-    Rows: the test rows of ``split`` complete and the other rows are the baselines' reference;
-    or, with ``train`` and ``test`` instead of ``data``, every row of ``test`` completes and every
-    row of ``train`` is the reference. ``visible_sets`` defaults to each single modality the
+    Rows: the test rows of ``split`` complete and every other row (train and val) is the
+    baselines' reference; or, with ``train`` and ``test`` instead of ``data``, every row of
+    ``test`` completes and every row of ``train`` is the reference. ``visible_sets`` defaults to each single modality the
     table and model share. Returns ``pairs`` (per ``"loc->env"`` pair and ``"average"``),
-    ``calibrated`` (whether the default completion is retrieval-augmented), ``train_rows`` and
-    ``test_rows``.
+    ``calibrated`` (whether the default completion is retrieval-augmented), ``train_rows`` /
+    ``reference_rows`` and ``test_rows`` / ``rows``.
     """
     check_range(n_samples, "n_samples", minimum=0, integer=True)
     rows = eval_rows(data, train, test, task="completion", split=split, seed=seed)
@@ -269,6 +269,8 @@ def completion(
         and (neighbours is not None or prom3e.calibration is not None),
         "train_rows": int(reference.sum()),
         "test_rows": int(tested.sum()),
+        "rows": int(tested.sum()),
+        "reference_rows": int(reference.sum()),
         "split": rows.split_name,
     }
 
