@@ -68,6 +68,9 @@ class NeighbourBank:
             F.normalize(embeddings[:, m].float(), dim=-1) * self.present[:, m, None]
             for m in range(len(self.modalities))
         ]
+        #: Which modalities any row has, and whether every row has every modality.
+        self.has = [bool(v) for v in self.present.any(0)]
+        self.full = bool(self.present.all())
         counts = self.present.sum(0).clamp(min=1)
         self.mean = F.normalize(
             torch.stack([c.sum(0) / n for c, n in zip(self.columns, counts, strict=True)]), dim=-1
@@ -86,12 +89,12 @@ class NeighbourBank:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` rows nearest to ``queries`` [B, M, D] by mean cosine over the ``visible``
         modality indices (rows lacking one of them never match): similarities and indices [B, k]."""
-        usable = [m for m in visible if bool(self.present[:, m].any())]
+        usable = [m for m in visible if self.has[m]]
         if not usable:
             raise InvalidArgumentError("The neighbour bank has none of the visible modalities.")
         sims = sum(queries[:, m].float() @ self.columns[m].T for m in usable) / len(usable)
-        lacking = ~self.present[:, usable].all(1)
-        if bool(lacking.any()):
+        if not self.full:
+            lacking = ~self.present[:, usable].all(1)
             sims = sims.masked_fill(lacking.unsqueeze(0), float("-inf"))
         k = min(int(k), len(self))
         return torch.topk(sims, k, dim=1)
@@ -245,7 +248,7 @@ class Calibration:
             rows = (codes == code).nonzero(as_tuple=True)[0]
             vis = [m for m in range(n_mod) if (code >> m) & 1]
             name = visible_key(modalities, [(code >> m) & 1 for m in range(n_mod)])
-            usable = [m for m in vis if bool(self.bank.present[:, m].any())]
+            usable = [m for m in vis if self.bank.has[m]]
             entries = {t: self.mix.entry(name, modalities[t]) for t in range(n_mod) if t not in vis}
             if not usable or not entries:
                 continue
@@ -253,7 +256,7 @@ class Calibration:
             sims, index = self.bank.search(inputs[rows], usable, kmax)
             sig = torch.log(sigma_l1[rows].float().clamp(min=1e-12))
             for target, entry in entries.items():
-                if not bool(self.bank.present[:, target].any()):
+                if not self.bank.has[target]:
                     continue
                 use_k = k or entry.k
                 raw, avg = self.bank.neighbour_average(

@@ -40,7 +40,7 @@ from ecomodal.options import check_range
 
 log = logging.getLogger(__name__)
 
-K_GRID = (5, 10, 20, 50)
+K_GRID = (1, 3, 5, 10, 20, 50)
 TEMPERATURE_GRID = (0.01, 0.02, 0.05, 0.1)
 WEIGHT_STEP = 0.1
 #: How much mean cosine the tuned mix may give up for a better R@10 (see ``_choose``).
