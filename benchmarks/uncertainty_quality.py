@@ -163,9 +163,14 @@ def synthetic(workdir: Path, seed: int = 0) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quickstart", type=Path, default=Path("/work/qs-final"))
-    parser.add_argument("--land", type=Path, default=Path("/work/exp/land/embeddings.parquet"))
-    parser.add_argument("--workdir", type=Path, default=Path("bench-uncertainty"))
+    parser.add_argument(
+        "--quickstart", type=Path, default=Path("quickstart-output"), help="quickstart folder"
+    )
+    parser.add_argument(
+        "--land", type=Path, default=Path("random-land.parquet"),
+        help="random-land table embedded with the run's encoders (skipped when absent)",
+    )  # fmt: skip
+    parser.add_argument("--workdir", type=Path, default=Path("bench-output/uncertainty"))
     parser.add_argument(
         "--calibrated", type=Path, default=None,
         help="An already calibrated copy of the quickstart model (skips calibrating one).",

@@ -234,7 +234,7 @@ def _harness_metrics(batch: Any, model: Any, *, seed: int = 0) -> dict[str, Any]
     return evaluate(
         batch,
         model,
-        tasks=["probe", "retrieval", "uncertainty"],
+        tasks=["probe", "retrieval", "completion", "uncertainty"],
         labels=PROBE_LABELS,
         seed=seed,
         probe_features=[*[(m,) for m in MODALITIES], MODALITIES, HIDDEN],
@@ -250,7 +250,10 @@ def _quickstart_view(harness: dict[str, Any]) -> dict[str, Any]:
     }
     ret, unc = harness["retrieval"], harness["uncertainty"]
     summary = quickstart_checks(probes, ret, unc)
-    return {"summary": summary, "probes": probes, "retrieval": ret, "uncertainty": unc}
+    view = {"summary": summary, "probes": probes, "retrieval": ret, "uncertainty": unc}
+    if "completion" in harness:
+        view["completion"] = harness["completion"]
+    return view
 
 
 def evaluate_quickstart(table: Path, model: Any, *, seed: int = 0) -> dict[str, Any]:
@@ -354,9 +357,9 @@ def draw_maps(
         encoders=encoders,
         cache_dir=cache,
         show_progress=show_progress,
+        measure="sigma-l1",
     )
-    maps = {}
-    for name, grid_map, title, cmap in (
+    drawn = [
         (
             "suitability",
             suitability,
@@ -364,7 +367,22 @@ def draw_maps(
             "viridis",
         ),
         ("uncertainty", sigma, "ProM3E sigma_l1 from sat, loc, env", "magma"),
-    ):
+    ]
+    if model.calibration is not None and model.calibration.error_model is not None:
+        # The uncertainty that predicts error: completing sat from loc and env.
+        expected = uncertainty_map(
+            model,
+            grid,
+            visible=["loc", "env"],
+            encoders=encoders,
+            cache_dir=cache,
+            show_progress=show_progress,
+            measure="expected-error",
+        )
+        title = "Expected error (1 - cosine) of sat completed from loc, env"
+        drawn.append(("expected-error", expected, title, "magma"))
+    maps = {}
+    for name, grid_map, title, cmap in drawn:
         tif = write_map(out / f"{name}.tif", grid_map)
         png = preview_png(grid_map, out / f"{name}.png", title=title, cmap=cmap)
         values = grid_map.values[0]
@@ -407,6 +425,7 @@ def write_quickstart_report(
                 for label, s in own["probes"].items()
             },
             "retrieval": own["retrieval"],
+            **({"completion": own["completion"]} if "completion" in own else {}),
             "uncertainty": own["uncertainty"],
         }
     sections = [

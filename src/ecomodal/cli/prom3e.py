@@ -158,4 +158,7 @@ def quickstart_command(
     outputs = metrics["outputs"]
     typer.echo(f"report: {outputs['report']}")
     typer.echo(f"metrics: {outputs['metrics']}")
-    typer.echo(f"maps: {out.resolve() / 'maps'} (suitability.tif/png, uncertainty.tif/png)")
+    typer.echo(
+        f"maps: {out.resolve() / 'maps'} (suitability, uncertainty = sigma_l1 and, for a "
+        "calibrated model, expected-error: .tif + .png)"
+    )
