@@ -69,6 +69,7 @@ def calibrate(
     max_rows_per_set: int = 4000,
     n_samples: int = 5,
     error_model: bool = True,
+    keep_calibration_rows: bool = True,
     rows: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
     show_progress: bool = False,
@@ -81,7 +82,9 @@ def calibrate(
     ``split_column == split`` calibrate; rows with ``"train"`` are the neighbours. A table without
     that column splits its rows as ``train_prom3e`` does (a seeded 10% calibrates, the rest are
     neighbours); ``rows=(calibration_rows, neighbour_rows)`` gives the row indices directly.
-    ``split`` is the ``--split`` of ``ecomodal calibrate``. Writes ``neighbours.safetensors``,
+    ``split`` is the ``--split`` of ``ecomodal calibrate``. Once fitted, the saved bank also
+    holds the calibration rows (``keep_calibration_rows``), so a completion can draw on every
+    labelled row. Writes ``neighbours.safetensors``,
     ``completion.json`` and (with ``error_model``) ``uncertainty.safetensors`` +
     ``uncertainty.json`` into the folder; ``load_model`` then uses them by default.
     """
@@ -148,6 +151,16 @@ def calibrate(
         calibration.error_model = _fit_error_model(samples["fit"], modalities, seed)
         _conformal(calibration, samples["check"])
         report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
+    if keep_calibration_rows:
+        # Fitted: the saved bank also holds the calibration rows (every labelled row a user
+        # has), within the same cap.
+        every = np.union1d(bank_rows, cal_rows)
+        if len(every) > max_neighbours:
+            every = np.sort(np.random.default_rng([seed, 8]).choice(every, max_neighbours, False))
+        calibration.bank = NeighbourBank(
+            torch.as_tensor(stacked[every]), torch.as_tensor(present[every]), modalities
+        )
+        report["neighbours_saved"] = len(every)
     calibration.report = report
     files = []
     if folder is not None and out is not None and not isinstance(model, ProM3E):
