@@ -177,7 +177,7 @@ def test_calibrate_cli_writes_a_complete_model_folder(setup, run_cli, tmp_path):
         "--out", str(out),
     )  # fmt: skip
     assert result.code == 0, result.output
-    assert "Spearman" in result.output and "coverage" in result.output
+    assert "Spearman" in result.output and "cosine" in result.output
     model = load_model(out)
     assert model.calibration is not None and model.calibration.error_model is not None
     assert not (setup["plain"] / NEIGHBOURS_NAME).exists()  # the source folder is untouched

@@ -99,7 +99,7 @@ def calibrate_command(
     report = result.report
     typer.echo(
         f"calibrated on {report['calibration_rows']} rows ({split}), "
-        f"{report['neighbours']} neighbours; wrote {', '.join(p.name for p in result.files)} "
+        f"{report.get('neighbours_saved', report['neighbours'])} neighbours; wrote {', '.join(p.name for p in result.files)} "
         f"to {result.folder}"
     )
     uncertainty = report.get("uncertainty", {})
@@ -107,10 +107,7 @@ def calibrate_command(
         line = f"  {name}: cosine {pair['prom3e_cosine']:.3f} -> {pair['cosine']:.3f}"
         if name in uncertainty.get("pairs", {}):
             figures = uncertainty["pairs"][name]
-            line += (
-                f", Spearman(expected error, error) {figures['spearman']:.2f}, "
-                f"90% interval coverage {figures['coverage_90']:.2f}"
-            )
+            line += f", Spearman(expected error, error) {figures['spearman']:.2f}"
         typer.echo(line)
 
 
