@@ -19,6 +19,7 @@ from ecomodal.io.reader import read_embeddings
 from ecomodal.io.validate import check_normalisable
 from ecomodal.io.writer import EmbeddingTableWriter
 from ecomodal.modalities import parse_modalities
+from ecomodal.models.calibration import has_uncertainty_model
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import check_range
@@ -93,7 +94,7 @@ def complete_table(
             f"(it has {', '.join(table.modalities) or 'none'})."
         )
     calibrated = neighbours and model.calibration is not None
-    with_error = calibrated and model.calibration.error_model is not None
+    with_error = neighbours and has_uncertainty_model(model)
     _check_output_columns(table, model.modalities, with_error)
     dims = dict(table.dims)
     dims.update({m + HAT_SUFFIX: model.config.input_dim for m in model.modalities})

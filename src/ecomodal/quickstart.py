@@ -324,6 +324,7 @@ def draw_maps(
 
     from ecomodal.encoders import load_encoder
     from ecomodal.maps import make_grid, preview_png, species_map, uncertainty_map, write_map
+    from ecomodal.models.calibration import has_uncertainty_model
 
     out.mkdir(parents=True, exist_ok=True)
     frame = pq.read_table(table, columns=["lat", "lon", "land_cover", "split"]).to_pandas()
@@ -368,7 +369,7 @@ def draw_maps(
         ),
         ("uncertainty", sigma, "ProM3E sigma_l1 from sat, loc, env", "magma"),
     ]
-    if model.calibration is not None and model.calibration.error_model is not None:
+    if has_uncertainty_model(model):
         # The uncertainty that predicts error: completing sat from loc and env.
         expected = uncertainty_map(
             model,

@@ -33,6 +33,7 @@ from ecomodal.eval.expected_error import (  # noqa: F401  (spearman, reliability
 from ecomodal.eval.registry import EvalContext, register_task
 from ecomodal.io.reader import TableLike
 from ecomodal.modalities import parse_modalities
+from ecomodal.models.calibration import has_uncertainty_model
 from ecomodal.report import Section, bar_chart, distributions, reliability_diagram
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -42,12 +43,6 @@ CALIBRATE_HINT = (
     "calibrate --model DIR --data TABLE` (Python: ecomodal.calibrate(DIR, TABLE)) "
     "for the expected error, 90% intervals, nested chains and the next-modality choice."
 )
-
-
-def has_uncertainty_model(model: Any) -> bool:
-    """Whether a ProM3E model carries an uncertainty model (``ecomodal calibrate``)."""
-    calibration = getattr(model, "calibration", None)
-    return calibration is not None and getattr(calibration, "error_model", None) is not None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
 from ecomodal.maps.species import points_lat_lon, read_points
 from ecomodal.modalities import parse_modalities
+from ecomodal.models.calibration import has_uncertainty_model
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import check_range
@@ -47,8 +48,6 @@ def choose_measure(model: ProM3E, names: Sequence[str], measure: str | None) -> 
     uncertainty model and the visible set leaves a modality to complete, else ``sigma-l1``. An
     explicit ``expected-error`` on a model without an uncertainty model (or with nothing left to
     complete) raises a clear error."""
-    from ecomodal.eval.uncertainty import has_uncertainty_model
-
     if measure is not None and measure not in MEASURES:
         raise InvalidArgumentError(
             f"measure must be one of {', '.join(MEASURES)}; got {measure!r}."

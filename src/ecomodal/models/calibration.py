@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -289,6 +290,12 @@ class Calibration:
         if not with_error or self.error_model is None:
             expected = None
         return final, expected, features
+
+
+def has_uncertainty_model(model: Any) -> bool:
+    """Whether a ProM3E model carries an uncertainty model (``ecomodal calibrate``)."""
+    calibration = getattr(model, "calibration", None)
+    return calibration is not None and getattr(calibration, "error_model", None) is not None
 
 
 def resolve_calibration(

@@ -17,7 +17,6 @@ On a table the model did not train on:
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from ecomodal.models.calibration import (
     visible_key,
 )
 from ecomodal.options import check_range
-
-log = logging.getLogger(__name__)
+from ecomodal.progress import progress_bar
+from ecomodal.vectors import normalise
 
 K_GRID = (1, 3, 5, 10, 20, 50)
 TEMPERATURE_GRID = (0.01, 0.02, 0.05, 0.1)
@@ -104,7 +103,7 @@ def calibrate(
     batch = as_batch(data)
     modalities = loaded.modalities
     stacked, present = batch.stack(list(modalities), dim=loaded.config.input_dim)
-    stacked = _unit(stacked)
+    stacked = normalise(stacked)
     if rows is None:
         cal_rows, bank_rows = _rows(batch, split, split_column, seed, source=_name(data))
     else:
@@ -126,13 +125,15 @@ def calibrate(
     sets = _visible_sets(present[cal_rows], modalities)
     completions = {}
     entries: dict[str, MixEntry] = {}
-    for index, vis in enumerate(sets):
-        rows = _rows_with(present, vis, fit_rows, check_rows, max_rows_per_set, rng)
-        if rows is None:
-            continue
-        done = _complete_plain(loaded, stacked, present, rows, vis, n_samples, seed + index)
-        completions[vis] = done
-        entries.update(_tune(bank, done, rows["fit"], stacked, present, vis, modalities))
+    with progress_bar("Calibrating visible sets", len(sets), enabled=show_progress) as advance:
+        for index, vis in enumerate(sets):
+            rows = _rows_with(present, vis, fit_rows, check_rows, max_rows_per_set, rng)
+            advance(1)
+            if rows is None:
+                continue
+            done = _complete_plain(loaded, stacked, present, rows, vis, n_samples, seed + index)
+            completions[vis] = done
+            entries.update(_tune(bank, done, stacked, present, vis, modalities))
     calibration = Calibration(bank, CompletionMix(entries))
     samples = {
         part: _samples(calibration, completions, stacked, present, part)
@@ -148,7 +149,7 @@ def calibrate(
         "pairs": _pair_report(samples["check"], modalities),
     }
     if error_model:
-        calibration.error_model = _fit_error_model(samples["fit"], modalities, seed)
+        calibration.error_model = _fit_error_model(samples["fit"], modalities)
         _conformal(calibration, samples["check"])
         report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
     if keep_calibration_rows:
@@ -191,11 +192,6 @@ def _output_folder(model: Any, out: Any) -> Path | None:
             f"--model {text} is a hub model; give --out FOLDER for the calibrated copy."
         )
     return Path(text.removeprefix("local-dir:"))
-
-
-def _unit(stacked: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(stacked, axis=-1, keepdims=True)
-    return np.divide(stacked, norms, out=np.zeros_like(stacked), where=norms > 0)
 
 
 def _rows(batch: Any, split: str, column: str, seed: int, *, source: str):
@@ -268,7 +264,7 @@ def _complete_plain(model, stacked, present, rows, vis, n_samples, seed) -> dict
     }
 
 
-def _tune(bank, done, fit_rows, stacked, present, vis, modalities) -> dict[str, MixEntry]:
+def _tune(bank, done, stacked, present, vis, modalities) -> dict[str, MixEntry]:
     """Grid search of (k, temperature, weights) per completed modality on the fit rows.
 
     Every candidate's mean cosine comes from dot products computed once per modality (the
@@ -330,7 +326,7 @@ def _tune(bank, done, fit_rows, stacked, present, vis, modalities) -> dict[str, 
                 )
                 for g, r in zip(near, recall, strict=True)
             )
-        best = _choose(candidates, ranks.lookup_recall_at_10())
+        best = _choose(candidates)
         entries[f"{name}>{modalities[target]}"] = best
     return entries
 
@@ -362,11 +358,10 @@ def _grid_cosines(to_truth, gram, grid) -> np.ndarray:
     return (numerator / np.sqrt(np.maximum(norm_sq, 1e-12))).mean(0)
 
 
-def _choose(candidates, lookup_recall: float) -> MixEntry:
+def _choose(candidates) -> MixEntry:
     """Among the candidates within ``COSINE_SLACK`` of the best mean cosine, the one with the
     best R@10 (then cosine): a completion should be close to its truth and stay specific to its
     row rather than drift to the mean, which would cost R@10 against the lookup."""
-    del lookup_recall  # reported by the caller; the rule needs only the candidates
     best_cosine = max(c[0] for c in candidates)
     near = [c for c in candidates if c[0] >= best_cosine - COSINE_SLACK]
     return max(near, key=lambda c: (round(c[1], 3), c[0]))[2]
@@ -390,9 +385,6 @@ class _RankCheck:
     def _recall(scores: np.ndarray) -> float:
         own = np.diagonal(scores, axis1=-2, axis2=-1)[..., None]
         return (np.sum(scores > own, axis=-1) < 10).mean(-1)
-
-    def lookup_recall_at_10(self) -> float:
-        return float(self._recall(self.neighbours[:, 0].numpy()))
 
     def recall_at_10(self, weights: torch.Tensor, grid: np.ndarray) -> np.ndarray:
         k = weights.shape[1]
@@ -441,9 +433,8 @@ def _keyed_groups(samples, modalities) -> dict[str, torch.Tensor]:
     return groups
 
 
-def _fit_error_model(samples, modalities, seed, *, alpha: float = 1.0) -> ErrorModel:
-    """One ridge regression of the error on the standardised features per key."""
-    del seed  # closed form: nothing random
+def _fit_error_model(samples, modalities, *, alpha: float = 1.0) -> ErrorModel:
+    """One ridge regression (closed form) of the error on the standardised features per key."""
     groups = _keyed_groups(samples, modalities)
     keys = [key for key, mask in groups.items() if int(mask.sum()) >= 10]
     n_features = samples["features"].shape[1]
