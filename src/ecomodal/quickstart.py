@@ -126,6 +126,26 @@ def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path
     )
 
 
+def quickstart_encoders(out: str | Path) -> dict[str, Any]:
+    """The ``loc``, ``env`` and ``sat`` encoders of the quickstart run in folder ``out``: GeoCLIP,
+    the bound env encoder (``out/bind-env/best``) over the default covariates, and Blue Marble
+    features through the bound projection (``out/bind-sat/best``). They embed any lat/lon the
+    way the run embedded its table."""
+    from ecomodal.encoders import load_encoder
+
+    out = Path(out)
+    for name in ("bind-env", "bind-sat"):
+        if not (out / name / "best").is_dir():
+            raise FileNotFoundError(
+                f"{out / name / 'best'} does not exist: {out} is not a finished quickstart run."
+            )
+    return {
+        "loc": load_encoder("loc", "geoclip"),
+        "env": load_encoder("env", f"local-dir:{out / 'bind-env' / 'best'}", covariates="default"),
+        "sat": load_encoder("sat", "bluemarble", projection=out / "bind-sat" / "best"),
+    }
+
+
 def run_quickstart(
     out: str | Path,
     *,
