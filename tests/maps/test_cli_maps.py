@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import rasterio
 from typer.testing import CliRunner
 
@@ -16,14 +17,19 @@ def _invoke(args):
     return result
 
 
-def test_map_species_from_points_writes_geotiff_and_preview(tmp_path, ca_grid, loc_encoder):
+@pytest.mark.parametrize(
+    ("method", "tag"), [(None, "embedding-sdm"), ("prototype", "cosine")]
+)
+def test_map_species_from_points_writes_geotiff_and_preview(
+    tmp_path, ca_grid, loc_encoder, method, tag
+):
     csv = tmp_path / "occ.csv"
     csv.write_text("lat,lon\n38.5,-121.5\n38.6,-121.4\n")
     out, png = tmp_path / "species.tif", tmp_path / "species.png"
     _invoke([
         "map", "species", "--points", str(csv), *GRID, "--loc-encoder", "geoclip",
         "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--preview", str(png),
-        "--no-progress",
+        "--no-progress", *(["--method", method] if method else []),
     ])  # fmt: skip
     assert png.stat().st_size > 10_000
     with rasterio.open(out) as dataset:
@@ -31,8 +37,11 @@ def test_map_species_from_points_writes_geotiff_and_preview(tmp_path, ca_grid, l
         tags = dataset.tags()
         best = np.unravel_index(np.nanargmax(values), values.shape)
         assert dataset.xy(*best) == (-121.5, 38.5)  # the cell of the points scores highest
-    assert str(csv) in tags["query"] and tags["method"] == "cosine"
+    assert str(csv) in tags["query"] and tags["method"] == tag
     assert np.isfinite(values).sum() == ca_grid.num_cells
+    if method is None:  # the SDM: background cells drawn from the grid, the choice recorded
+        assert "grid cells drawn at random" in tags["background"]
+        assert "logistic" in tags["sdm_selection"]
 
 
 def test_map_species_needs_exactly_one_query(tmp_path):

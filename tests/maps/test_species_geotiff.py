@@ -21,7 +21,7 @@ def test_points_query_scores_cosine_to_the_mean_point_embedding(tmp_path, ca_gri
     csv = _points_csv(tmp_path / "occurrences.csv", lat, lon)
     result = species_map(
         ca_grid, points=csv, modality="loc", encoder=loc_encoder, cache_dir=tmp_path / "cache",
-        show_progress=False,
+        show_progress=False, method="prototype",
     )  # fmt: skip
     query = loc_encoder.encode(lat=lat, lon=lon).mean(0)
     query /= np.linalg.norm(query)
@@ -38,7 +38,7 @@ def test_background_points_subtract_their_mean_embedding(tmp_path, ca_grid, loc_
     background = _points_csv(tmp_path / "background.csv", back_lat, back_lon)
     result = species_map(
         ca_grid, points=(lat, lon), background=background, modality="loc", encoder=loc_encoder,
-        cache_dir=tmp_path / "cache", show_progress=False,
+        cache_dir=tmp_path / "cache", show_progress=False, method="prototype",
     )  # fmt: skip
     query = loc_encoder.encode(lat=lat, lon=lon).mean(0)
     query -= loc_encoder.encode(lat=back_lat, lon=back_lon).mean(0)

@@ -191,10 +191,39 @@ def species_command(
     visible: Annotated[
         str | None, typer.Option(help="Visible modalities for --via-completion.")
     ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="For --points: sdm (presence vs background SDM over every modality, chosen by "
+            "spatial-block CV) or prototype (cosine to the points' mean embedding)."
+        ),
+    ] = "sdm",
+    modalities: Annotated[
+        str | None,
+        typer.Option(
+            help="Modalities of the SDM (default: --modality and every modality given an "
+            "encoder; with --model also prom3e-hidden)."
+        ),
+    ] = None,
+    n_background: Annotated[
+        int, typer.Option(help="Grid cells drawn as background when --background is not given.")
+    ] = 10_000,
+    block_deg: Annotated[
+        float | None,
+        typer.Option(help="Side of the SDM's cross-validation blocks in degrees (default: auto)."),
+    ] = None,
     seed: SeedOpt = 0,
 ) -> None:
-    """Suitability per cell: similarity of the query (--query, --image or --points) to each cell."""
+    """Suitability per cell: an SDM fitted on --points (default), or the similarity of the query
+    (--query, --image, or --points with --method prototype) to each cell."""
     from ecomodal.maps import species_map
+    from ecomodal.maps.species import METHODS
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}; got {method!r}.")
+    check_range(n_background, "--n-background", minimum=1, integer=True)
+    if block_deg is not None:
+        check_range(block_deg, "--block-deg", minimum=0, exclusive_minimum=True)
 
     setup.draw(
         species_map,
@@ -210,6 +239,10 @@ def species_command(
         via_completion=via_completion,
         visible=visible,
         seed=seed,
+        method=method,
+        modalities=modalities,
+        n_background=n_background,
+        block_deg=block_deg,
     )
 
 

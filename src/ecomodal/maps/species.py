@@ -34,6 +34,9 @@ from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E
 from ecomodal.options import check_range
 
+#: Ways ``species_map`` scores points: an SDM (default) or the prototype cosine.
+METHODS = ("sdm", "prototype")
+
 
 @dataclass
 class Query:
@@ -174,13 +177,24 @@ def species_map(
     encoders: Mapping[str, Encoder | str | None] | None = None,
     n_samples: int = 0,
     seed: int = 0,
+    method: str = "sdm",
+    modalities: Sequence[str] | str | None = None,
+    n_background: int | None = None,
+    block_deg: float | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
     show_progress: bool = True,
 ) -> GridMap:
     """A suitability score per cell of ``grid`` for one query (``query``, ``image`` or ``points``).
 
-    Direct scoring: cosine between the query embedding and each cell's ``modality`` embedding
+    Points (``method="sdm"``, the default): a presence-versus-background SDM over every modality
+    given for the cells (``modality``, the keys of ``encoders`` and ``embeddings``, or
+    ``modalities``) and, with ``model``, ProM3E's hidden features, each modality's classifier
+    and regularisation chosen by spatial-block cross-validation on the points (see
+    :func:`~ecomodal.maps.sdm_map.sdm_map`, which does the work). Background: the ``background``
+    points, else ``n_background`` grid cells (default 10,000) drawn with ``seed``.
+
+    ``method="prototype"`` (and text or photo queries), direct scoring: cosine between the query embedding and each cell's ``modality`` embedding
     (computed once with ``encoder`` and cached in ``cache_dir``; see :func:`embed_grid`).
     Example points go through the same ``modality`` encoder (with ``background`` points, their
     mean is subtracted: see :func:`query_embedding`); text and photos through
@@ -190,8 +204,36 @@ def species_map(
     be scored are NaN. The map has one band, ``suitability``.
     """
     _check_one_query(query, image, points)
+    if method not in METHODS:
+        raise MapError(f"method must be one of {METHODS}; got {method!r}.")
     check_range(n_samples, "n_samples", minimum=0, integer=True)
     check_range(chunk_rows, "chunk_rows", minimum=1, integer=True)
+    if points is not None and method == "sdm" and not via_completion:
+        from ecomodal.maps.sdm_map import DEFAULT_N_BACKGROUND, sdm_map
+
+        if modalities is None:
+            modalities = list(dict.fromkeys([modality, *(encoders or {}), *(embeddings or {})]))
+        grid_map = sdm_map(
+            grid,
+            points=points,
+            background=background,
+            modality=modality,
+            modalities=modalities,
+            model=model,
+            visible=visible,
+            encoder=encoder,
+            embeddings=embeddings,
+            encoders=encoders,
+            cache_dir=cache_dir,
+            n_background=DEFAULT_N_BACKGROUND if n_background is None else n_background,
+            block_deg=block_deg,
+            seed=seed,
+            chunk_rows=chunk_rows,
+            device=device,
+            show_progress=show_progress,
+        )
+        grid_map.title = f"Suitability: {grid_map.tags['query']}"
+        return grid_map
     parse_modalities([modality])
     visible_names = [modality] if visible is None else parse_modalities(visible)
     for where in (points, background):
