@@ -46,7 +46,18 @@ def test_reduced_quickstart_writes_report_metrics_and_maps(tmp_path, default_cov
         assert held["R@10"] > 3 * held["chance_R@10"], (modality, held)
         assert held["R@10"] > held["untrained"]["R@10"], (modality, held)
 
-    for name in ("suitability", "uncertainty"):
+    judged = {n: e for n, e in metrics["maps"].items() if n.startswith("suitability-")}
+    assert judged, "no land-cover suitability map was drawn"
+    for name, entry in judged.items():
+        assert name == "suitability-" + entry["class"].replace(" ", "-")
+        truth = entry["against_modis"]
+        assert 0.5 < truth["auc"] <= 1.0 and set(truth["baselines"]) == {
+            "covariate-logistic",
+            "covariate-maxent",
+        }
+        with rasterio.open(entry["geotiff"]) as source:
+            assert source.tags()["class"] == entry["class"]
+    for name in [*judged, "uncertainty"]:
         entry = metrics["maps"][name]
         assert (out / "maps" / f"{name}.png").is_file()
         with rasterio.open(entry["geotiff"]) as source:

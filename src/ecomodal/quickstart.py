@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ecomodal.maps.truth import MAP_CLASSES
+
 log = logging.getLogger(__name__)
 
 MODALITIES = ("loc", "env", "sat")
@@ -31,8 +33,6 @@ PROBE_LABELS = ("land_cover", "koppen")
 QUICKSTART_MODEL = {"embed_dim": 256, "heads": 4, "mlp_dim": 512, "depth": 1, "dropout": 0.1}
 VISIBLE_COUNTS = (1, 2, 3)
 VISIBLE_PROBS = (1 / 3, 1 / 3, 1 / 3)
-#: The land-cover class whose suitability map the quickstart draws.
-MAP_CLASS = "evergreen broadleaf forest"
 
 
 @dataclass
@@ -48,7 +48,8 @@ class QuickstartConfig:
     batch_size: int = 256
     lr: float = 1e-3
     grid_resolution: float = 2.0
-    map_class: str = MAP_CLASS
+    #: Land-cover classes mapped, as EcoBench-lite spells them.
+    map_classes: tuple[str, ...] = MAP_CLASSES
 
 
 def _write_once(path: Path, make) -> Path:
@@ -337,40 +338,75 @@ def draw_maps(
     *,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """A land-cover suitability map (query: the mean sat embedding of training places of one
-    land-cover class minus that of all training places) and a sigma_l1 map from {sat, loc, env},
-    over a global land grid."""
+    """Land-cover suitability maps and ProM3E uncertainty maps over a global land grid.
+
+    One suitability map per class of :data:`~ecomodal.maps.truth.MAP_CLASSES` with at least 5
+    train+val places: the default SDM of :func:`~ecomodal.maps.species_map` (presences: those
+    places; background: grid cells; features: loc, env, sat and ProM3E hidden features), judged
+    against MODIS land cover on the grid cells beside the covariate logistic regression and
+    Maxent fitted on the same presences and background. Then sigma_l1 from {sat, loc, env} and,
+    for a calibrated model, the expected error of sat completed from loc and env."""
     import pyarrow.parquet as pq
 
-    from ecomodal.encoders import load_encoder
     from ecomodal.maps import make_grid, preview_png, species_map, uncertainty_map, write_map
+    from ecomodal.maps.embedding import sample_cells
+    from ecomodal.maps.sdm_map import DEFAULT_N_BACKGROUND
+    from ecomodal.maps.truth import (
+        class_slug,
+        covariate_baselines,
+        grid_land_cover,
+        score_against_land_cover,
+    )
     from ecomodal.models.calibration import has_uncertainty_model
 
     out.mkdir(parents=True, exist_ok=True)
     frame = pq.read_table(table, columns=["lat", "lon", "land_cover", "split"]).to_pandas()
-    train = frame[frame["split"] == "train"]
-    map_class = config.map_class
-    if (train["land_cover"] == map_class).sum() < 5:
-        common = train["land_cover"].value_counts()
-        common = common.drop(["water", "urban and built-up", "no data"], errors="ignore")
-        map_class = str(common.index[0])
-    examples = train[train["land_cover"] == map_class]
+    fit = frame[frame["split"].isin(["train", "val"])]
     grid = make_grid(resolution=config.grid_resolution, land_only=True)
-    encoders = {
-        "loc": load_encoder("loc", "geoclip"),
-        "env": load_encoder("env", f"local-dir:{bound['env'].best_dir}", covariates="default"),
-        "sat": load_encoder("sat", "bluemarble", projection=bound["sat"].best_dir),
-    }
+    encoders = quickstart_encoders(Path(bound["env"].best_dir).parent.parent)
     cache = out / "grid-cache"
-    suitability = species_map(
-        grid,
-        points=(examples["lat"].to_numpy(), examples["lon"].to_numpy()),
-        background=(train["lat"].to_numpy(), train["lon"].to_numpy()),
-        modality="sat",
-        encoder=encoders["sat"],
-        cache_dir=cache,
-        show_progress=show_progress,
-    )
+    cell_classes = grid_land_cover(grid)
+    rows = sample_cells(grid.num_cells, DEFAULT_N_BACKGROUND, config.seed)
+    drawn = []
+    for map_class in config.map_classes:
+        places = fit[fit["land_cover"] == map_class]
+        if len(places) < 5 or not (cell_classes == map_class).any():
+            log.info(
+                "No map for %s: %d places, too few or no grid cell of it", map_class, len(places)
+            )
+            continue
+        lat, lon = places["lat"].to_numpy(), places["lon"].to_numpy()
+        suitability = species_map(
+            grid,
+            points=(lat, lon),
+            encoders=encoders,
+            model=model,
+            visible=list(MODALITIES),
+            cache_dir=cache,
+            seed=config.seed,
+            show_progress=show_progress,
+        )
+        suitability.tags["class"] = map_class
+        truth = score_against_land_cover(suitability.values[0], cell_classes, map_class)
+        baselines = covariate_baselines(
+            lat, lon, grid.lat[rows], grid.lon[rows], grid, seed=config.seed
+        )
+        truth["baselines"] = {
+            name: score_against_land_cover(values, cell_classes, map_class)["auc"]
+            for name, values in baselines.items()
+        }
+        suitability.tags["auc_against_modis"] = round(truth["auc"], 4)
+        title = f"Suitability for {map_class} (SDM over loc, env, sat, ProM3E hidden; {len(places)} places)"
+        drawn.append(
+            (
+                f"suitability-{class_slug(map_class)}",
+                suitability,
+                title,
+                "viridis",
+                map_class,
+                truth,
+            )
+        )
     sigma = uncertainty_map(
         model,
         grid,
@@ -380,15 +416,7 @@ def draw_maps(
         show_progress=show_progress,
         measure="sigma-l1",
     )
-    drawn = [
-        (
-            "suitability",
-            suitability,
-            f"Suitability for {map_class} (sat, {len(examples)} example places)",
-            "viridis",
-        ),
-        ("uncertainty", sigma, "ProM3E sigma_l1 from sat, loc, env", "magma"),
-    ]
+    drawn.append(("uncertainty", sigma, "ProM3E sigma_l1 from sat, loc, env", "magma", None, None))
     if has_uncertainty_model(model):
         # The uncertainty that predicts error: completing sat from loc and env.
         expected = uncertainty_map(
@@ -401,9 +429,9 @@ def draw_maps(
             measure="expected-error",
         )
         title = "Expected error (1 - cosine) of sat completed from loc, env"
-        drawn.append(("expected-error", expected, title, "magma"))
-    maps = {}
-    for name, grid_map, title, cmap in drawn:
+        drawn.append(("expected-error", expected, title, "magma", None, None))
+    maps: dict[str, Any] = {}
+    for name, grid_map, title, cmap, map_class, truth in drawn:
         tif = write_map(out / f"{name}.tif", grid_map)
         png = preview_png(grid_map, out / f"{name}.png", title=title, cmap=cmap)
         values = grid_map.values[0]
@@ -415,8 +443,8 @@ def draw_maps(
             "min": float(np.nanmin(values)),
             "max": float(np.nanmax(values)),
         }
-    maps["suitability"]["class"] = map_class
-    maps["suitability"]["examples"] = len(examples)
+        if map_class is not None:
+            maps[name].update({"class": map_class, "against_modis": truth})
     maps["grid"] = {"resolution_deg": config.grid_resolution, "cells": grid.num_cells}
     return maps
 
@@ -532,6 +560,27 @@ def _map_sections(maps: dict[str, Any]) -> list[Any]:
     from ecomodal.report import Section, _pyplot
 
     sections = []
+    judged = [entry for entry in maps.values() if entry.get("against_modis")]
+    if judged:
+        rows = []
+        for entry in judged:
+            truth = entry["against_modis"]
+            rows.append(
+                {
+                    "class": entry["class"],
+                    "AUC (ecomodal SDM)": round(truth["auc"], 3),
+                    **{f"AUC ({name})": round(v, 3) for name, v in truth["baselines"].items()},
+                    "Boyce": round(truth["boyce"], 3),
+                    "mean on class cells": round(truth["class_mean"], 3),
+                    "mean on snow/ice cells": round(truth["snow_ice_mean"], 3),
+                }
+            )
+        text = (
+            "Each suitability map against MODIS land cover at the grid cells' centres (AUC: the "
+            "class's cells against all other land cells), beside a logistic regression and "
+            "elapid's Maxent on the 15 raw covariates with the same presences and background."
+        )
+        sections.append(Section("Maps against MODIS land cover", text, table=rows))
     for name, entry in maps.items():
         png = entry.get("preview")
         if not png:
@@ -542,7 +591,10 @@ def _map_sections(maps: dict[str, Any]) -> list[Any]:
         ax.imshow(image)
         ax.set_axis_off()
         fig.tight_layout(pad=0)
-        sections.append(
-            Section(entry.get("title", name), f"GeoTIFF: {entry.get('geotiff')}", figures=[fig])
-        )
+        text = [f"GeoTIFF: {entry.get('geotiff')}"]
+        truth = entry.get("against_modis")
+        if truth:
+            others = ", ".join(f"{k} {v:.3f}" for k, v in truth["baselines"].items())
+            text.append(f"AUC against MODIS {truth['auc']:.3f} (covariate baselines: {others}).")
+        sections.append(Section(entry.get("title", name), text, figures=[fig]))
     return sections

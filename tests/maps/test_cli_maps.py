@@ -17,9 +17,7 @@ def _invoke(args):
     return result
 
 
-@pytest.mark.parametrize(
-    ("method", "tag"), [(None, "embedding-sdm"), ("prototype", "cosine")]
-)
+@pytest.mark.parametrize(("method", "tag"), [(None, "embedding-sdm"), ("prototype", "cosine")])
 def test_map_species_from_points_writes_geotiff_and_preview(
     tmp_path, ca_grid, loc_encoder, method, tag
 ):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.linalg import eigh
 from scipy.special import expit
 from scipy.stats import rankdata, spearmanr
 from sklearn.base import BaseEstimator, clone
@@ -519,8 +520,12 @@ def _principal_axes(X: np.ndarray, n_components: int | None) -> tuple[np.ndarray
     mean = X.mean(axis=0)
     if n_components is None or n_components >= X.shape[1]:
         return mean, None
-    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
-    axes = vt[:n_components].T
+    centred = X - mean
+    # The leading eigenvectors of the [D, D] scatter matrix only: far cheaper than an SVD of
+    # the [N, D] data or a full eigendecomposition.
+    dim = X.shape[1]
+    _, vectors = eigh(centred.T @ centred, subset_by_index=[dim - n_components, dim - 1])
+    axes = vectors[:, ::-1]
     flip = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     return mean, axes * np.where(flip == 0, 1.0, flip)
 
