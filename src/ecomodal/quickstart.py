@@ -392,7 +392,7 @@ def draw_maps(
             lat, lon, grid.lat[rows], grid.lon[rows], grid, seed=config.seed
         )
         truth["baselines"] = {
-            name: score_against_land_cover(values, cell_classes, map_class)["auc"]
+            name: score_against_land_cover(values, cell_classes, map_class)
             for name, values in baselines.items()
         }
         suitability.tags["auc_against_modis"] = round(truth["auc"], 4)
@@ -569,7 +569,7 @@ def _map_sections(maps: dict[str, Any]) -> list[Any]:
                 {
                     "class": entry["class"],
                     "AUC (ecomodal SDM)": round(truth["auc"], 3),
-                    **{f"AUC ({name})": round(v, 3) for name, v in truth["baselines"].items()},
+                    **{f"AUC ({k})": round(v["auc"], 3) for k, v in truth["baselines"].items()},
                     "Boyce": round(truth["boyce"], 3),
                     "mean on class cells": round(truth["class_mean"], 3),
                     "mean on snow/ice cells": round(truth["snow_ice_mean"], 3),
@@ -594,7 +594,7 @@ def _map_sections(maps: dict[str, Any]) -> list[Any]:
         text = [f"GeoTIFF: {entry.get('geotiff')}"]
         truth = entry.get("against_modis")
         if truth:
-            others = ", ".join(f"{k} {v:.3f}" for k, v in truth["baselines"].items())
+            others = ", ".join(f"{k} {v['auc']:.3f}" for k, v in truth["baselines"].items())
             text.append(f"AUC against MODIS {truth['auc']:.3f} (covariate baselines: {others}).")
         sections.append(Section(entry.get("title", name), text, figures=[fig]))
     return sections
