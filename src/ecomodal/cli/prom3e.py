@@ -156,6 +156,11 @@ def quickstart_command(
     typer.echo(f"report: {outputs['report']}")
     typer.echo(f"metrics: {outputs['metrics']}")
     typer.echo(
-        f"maps: {out.resolve() / 'maps'} (suitability, uncertainty = sigma_l1 and, for a "
-        "calibrated model, expected-error: .tif + .png)"
+        f"maps: {out.resolve() / 'maps'} (suitability-<land cover class>, uncertainty = "
+        "sigma_l1 and, for a calibrated model, expected-error: .tif + .png)"
     )
+    for name, entry in metrics["maps"].items():
+        truth = entry.get("against_modis") if isinstance(entry, dict) else None
+        if truth:
+            others = ", ".join(f"{k} {v['auc']:.3f}" for k, v in truth["baselines"].items())
+            typer.echo(f"  {name}: AUC against MODIS {truth['auc']:.3f} ({others})")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.linalg import eigh
 from scipy.special import expit
 from scipy.stats import rankdata, spearmanr
 from sklearn.base import BaseEstimator, clone
@@ -24,6 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted
 
 from ecomodal.data.splits import random_folds, spatial_block_folds
@@ -513,19 +513,19 @@ def select_sdm(
     return SDMSelection(best=best, scores=scores, block_deg=block, n_folds=n_used)
 
 
-def _principal_axes(X: np.ndarray, n_components: int | None) -> tuple[np.ndarray, Any]:
+def _principal_axes(
+    X: np.ndarray, n_components: int | None, seed: int = 0
+) -> tuple[np.ndarray, Any]:
     """(mean [D], leading principal axes [D, k]) of X; axes None when no reduction is asked or
     needed. The sign of each axis is fixed (largest loading positive) so results are
     reproducible."""
     mean = X.mean(axis=0)
     if n_components is None or n_components >= X.shape[1]:
         return mean, None
-    centred = X - mean
-    # The leading eigenvectors of the [D, D] scatter matrix only: far cheaper than an SVD of
-    # the [N, D] data or a full eigendecomposition.
-    dim = X.shape[1]
-    _, vectors = eigh(centred.T @ centred, subset_by_index=[dim - n_components, dim - 1])
-    axes = vectors[:, ::-1]
+    # A seeded randomized SVD (Halko et al.): a few [N, D] x [D, k] products instead of a full
+    # decomposition, which LAPACK makes slow and erratic on rank-deficient features.
+    _, _, vt = randomized_svd(X - mean, n_components, n_iter=4, random_state=seed)
+    axes = vt.T
     flip = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     return mean, axes * np.where(flip == 0, 1.0, flip)
 
@@ -604,7 +604,7 @@ class ModalitySDM(BaseEstimator):
         background = {name: _check_features(background[name], name) for name in self.modalities_}
         for name in self.modalities_:
             self.projections_[name] = _principal_axes(
-                np.concatenate([presence[name], background[name]]), self.n_components
+                np.concatenate([presence[name], background[name]]), self.n_components, self.seed
             )
             presence[name] = self._project(name, presence[name])
             background[name] = self._project(name, background[name])
