@@ -8,13 +8,8 @@ import rasterio
 
 from ecomodal.errors import InvalidArgumentError, MapError
 from ecomodal.maps import sdm_map, species_map
-from ecomodal.maps.sdm import (
-    EmbeddingSDM,
-    ModalitySDM,
-    auc_roc,
-    cross_validate_sdm,
-    select_sdm,
-)
+from ecomodal.maps.sdm import EmbeddingSDM, auc_roc, cross_validate_sdm
+from ecomodal.maps.sdm_select import ModalitySDM, select_sdm
 from ecomodal.maps.truth import class_slug, covariate_baselines, score_against_land_cover
 
 

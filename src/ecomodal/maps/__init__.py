@@ -6,10 +6,11 @@ from ecomodal.maps.cache import GridEmbeddings, embed_grid, grid_embeddings
 from ecomodal.maps.embedding import components_rgb, embedding_map
 from ecomodal.maps.grid import Grid, make_grid
 from ecomodal.maps.output import GridMap, write_map
+from ecomodal.maps.points import points_lat_lon, read_points
 from ecomodal.maps.preview import preview_png
 from ecomodal.maps.sdm import EmbeddingSDM
 from ecomodal.maps.sdm_map import sdm_map
-from ecomodal.maps.species import Query, points_lat_lon, query_embedding, read_points, species_map
+from ecomodal.maps.species import Query, query_embedding, species_map
 from ecomodal.maps.uncertainty import (
     DiversityResult,
     SigmaMap,

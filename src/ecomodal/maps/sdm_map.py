@@ -27,8 +27,9 @@ from ecomodal.maps.completion import check_visible, complete_cells
 from ecomodal.maps.embedding import HIDDEN, sample_cells
 from ecomodal.maps.grid import Grid, make_grid
 from ecomodal.maps.output import GridMap, write_map
-from ecomodal.maps.sdm import EmbeddingSDM, ModalitySDM
-from ecomodal.maps.species import Points, points_lat_lon, points_source
+from ecomodal.maps.points import Points, points_lat_lon, points_source
+from ecomodal.maps.sdm import EmbeddingSDM
+from ecomodal.maps.sdm_select import ModalitySDM
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.factory import load_model
 from ecomodal.models.prom3e import ProM3E

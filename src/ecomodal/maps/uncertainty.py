@@ -17,7 +17,7 @@ from ecomodal.maps.cache import DEFAULT_CHUNK_ROWS, GridEmbeddings, grid_embeddi
 from ecomodal.maps.completion import iter_completions
 from ecomodal.maps.grid import Grid
 from ecomodal.maps.output import GridMap
-from ecomodal.maps.species import points_lat_lon, read_points
+from ecomodal.maps.points import points_lat_lon, read_points
 from ecomodal.modalities import parse_modalities
 from ecomodal.models.calibration import has_uncertainty_model
 from ecomodal.models.factory import load_model
