@@ -75,6 +75,16 @@ def test_re_encoding_the_runs_rows_gives_its_vectors(run_folder, tmp_path):
     np.testing.assert_allclose(sat, batch.embeddings["sat"][:5], atol=1e-6)
 
 
+def test_a_train_bind_folder_records_its_encoder(run_folder):
+    batch, lat, lon = _table(run_folder)
+    for modality in ("env", "sat"):
+        folder = run_folder / f"bind-{modality}"
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+        assert manifest["encoders"] == {modality: {"weights": "best"}}
+        got = load_encoders(folder)[modality].encode(lat=lat[:8], lon=lon[:8])
+        np.testing.assert_allclose(got, batch.embeddings[modality][:8], atol=1e-6)
+
+
 def test_quickstart_encoders_is_load_encoders(run_folder):
     from ecomodal.quickstart import quickstart_encoders
 
