@@ -230,3 +230,22 @@ def test_write_run_encoders_refuses_what_it_could_not_read_back(tmp_path):
     outside = tmp_path / "elsewhere" / "best"
     path = write_run_encoders(tmp_path / "run", {"env": {"weights": outside}})
     assert json.loads(path.read_text())["encoders"]["env"]["weights"] == str(outside)
+
+
+def test_embed_records_takes_a_run_but_not_with_other_encoders(run_folder, tmp_path):
+    from ecomodal import embed_records
+    from ecomodal.errors import InvalidArgumentError
+
+    points = tmp_path / "points.csv"
+    points.write_text("id,lat,lon\na,10,20\nb,-30,140\n")
+    with pytest.raises(InvalidArgumentError, match="run= .* or encoders="):
+        embed_records(points, tmp_path / "a.parquet", run=run_folder, encoders={"loc": "geoclip"})
+    with pytest.raises(InvalidArgumentError, match="Name the modalities"):
+        embed_records(points, tmp_path / "b.parquet")
+    summary = embed_records(points, tmp_path / "c.parquet", run=run_folder, modalities="loc")
+    assert summary.encoded == {"loc": 2} and read_embeddings(summary.out).modalities == ["loc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "c.errors.parquet",
+        "c.parquet",
+        "points.csv",
+    ]
