@@ -8,6 +8,7 @@ from ecomodal.encoders import (
     EncoderInfo,
     list_encoders,
     load_encoder,
+    load_encoders,
     register_encoders,
 )
 from ecomodal.errors import (
@@ -15,6 +16,7 @@ from ecomodal.errors import (
     EcomodalError,
     InvalidEmbeddingsError,
     ModelNotFoundError,
+    RunFolderError,
     TableFormatError,
     UnknownModalityError,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "ModelNotFoundError",
     "ProM3E",
     "ProM3EConfig",
+    "RunFolderError",
     "TableFormatError",
     "UnknownModalityError",
     "calibrate",
@@ -50,6 +53,7 @@ __all__ = [
     "import_multinat",
     "list_encoders",
     "load_encoder",
+    "load_encoders",
     "load_model",
     "register_encoders",
     "merge_embeddings",

@@ -180,8 +180,9 @@ def embed_records(
     records: str | Path,
     out: str | Path,
     *,
-    modalities: Sequence[str] | str,
+    modalities: Sequence[str] | str | None = None,
     encoders: Mapping[str, str | Encoder] | None = None,
+    run: str | Path | None = None,
     root: str | Path | None = None,
     batch_size: int | None = None,
     device: str | None = None,
@@ -198,6 +199,9 @@ def embed_records(
     Args:
         encoders: modality -> encoder spec (see :func:`ecomodal.load_encoder`) or a loaded
             :class:`Encoder`; modalities not named use the registry's default.
+        run: a run folder (``ecomodal quickstart --out``, ``ecomodal train bind --out``): embed
+            with the encoders that produced its table (:func:`ecomodal.load_encoders`);
+            ``modalities`` defaults to all of the run's. Not together with ``encoders``.
         root: folder that relative media paths are relative to.
         column_map: records column -> canonical name (``{"decimalLatitude": "lat"}`` or
             ``["decimalLatitude=lat"]``).
@@ -210,8 +214,19 @@ def embed_records(
             (``{"image": "taxabench_images/{id}.jpg", "audio": "taxabench_sound/{id}.*"}``).
     """
     from ecomodal.encoders.registry import load_encoder
+    from ecomodal.encoders.runs import load_run_encoder, selected_run_entries
 
     records = Path(records)
+    run_entries: dict[str, dict[str, Any]] = {}
+    if run is not None:  # checked now, loaded with the other encoders below
+        if encoders:
+            raise InvalidArgumentError(
+                "Pass either run= (the run folder's encoders) or encoders=, not both."
+            )
+        run_entries = selected_run_entries(run, modalities)
+        modalities = list(run_entries)
+    elif modalities is None:
+        raise InvalidArgumentError("Name the modalities to embed, e.g. modalities=['loc'].")
     modalities = parse_modalities(modalities)
     if not modalities:
         raise InvalidArgumentError("Name at least one modality to embed, e.g. modalities=['loc'].")
@@ -232,6 +247,10 @@ def embed_records(
         given = (encoders or {}).get(modality)
         if isinstance(given, Encoder):
             loaded[modality] = given
+        elif modality in run_entries:
+            loaded[modality] = load_run_encoder(
+                modality, run_entries[modality], device=device, precision=precision
+            )
         else:
             options = dict((encoder_options or {}).get(modality, {}))
             loaded[modality] = load_encoder(

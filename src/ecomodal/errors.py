@@ -99,3 +99,7 @@ class InputTypeError(EcomodalError, TypeError):
 
 class MissingUncertaintyModelError(EcomodalError, AttributeError):
     """A completion's expected error was asked of a model without an uncertainty model."""
+
+
+class RunFolderError(EcomodalError, ValueError):
+    """A folder that is not a run folder ecomodal wrote, or whose ``encoders.json`` is unusable."""

@@ -128,23 +128,32 @@ def _bound_embeddings(built_table: Path, env_dir: Path, sat_dir: Path, out: Path
 
 
 def quickstart_encoders(out: str | Path) -> dict[str, Any]:
-    """The ``loc``, ``env`` and ``sat`` encoders of the quickstart run in folder ``out``: GeoCLIP,
-    the bound env encoder (``out/bind-env/best``) over the default covariates, and Blue Marble
-    features through the bound projection (``out/bind-sat/best``). They embed any lat/lon the
-    way the run embedded its table."""
-    from ecomodal.encoders import load_encoder
+    """The ``loc``, ``env`` and ``sat`` encoders of the quickstart run in folder ``out`` (GeoCLIP, the
+    bound env encoder over the default covariates, Blue Marble through the bound projection), as
+    :func:`ecomodal.load_encoders` reads them: they embed any lat/lon as the run embedded its table."""
+    from ecomodal.encoders.runs import load_encoders
 
-    out = Path(out)
-    for name in ("bind-env", "bind-sat"):
-        if not (out / name / "best").is_dir():
-            raise FileNotFoundError(
-                f"{out / name / 'best'} does not exist: {out} is not a finished quickstart run."
-            )
-    return {
-        "loc": load_encoder("loc", "geoclip"),
-        "env": load_encoder("env", f"local-dir:{out / 'bind-env' / 'best'}", covariates="default"),
-        "sat": load_encoder("sat", "bluemarble", projection=out / "bind-sat" / "best"),
-    }
+    return load_encoders(out, MODALITIES)
+
+
+def bind_encoders(
+    features: Path, out: Path, config: QuickstartConfig, *, show_progress: bool = True
+) -> dict[str, Any]:
+    """Step 2: bind ``env`` and ``sat`` to ``loc`` on the binding inputs ``features`` (into
+    ``out/bind-env`` and ``out/bind-sat``) and record the run's encoders in ``out/encoders.json``.
+    Returns ``{modality: BindResult}``."""
+    from ecomodal.encoders.runs import quickstart_manifest, write_run_encoders
+    from ecomodal.training.bind import train_bind
+
+    bound = {}
+    for modality in ("env", "sat"):
+        bound[modality] = train_bind(
+            features, out / f"bind-{modality}", modality=modality, bind_to="loc",
+            epochs=config.bind_epochs, batch_size=config.bind_batch_size, lr=config.bind_lr,
+            t0=config.bind_epochs, seed=config.seed, show_progress=show_progress,
+        )  # fmt: skip
+    write_run_encoders(out, quickstart_manifest(bound["env"].best_dir, bound["sat"].best_dir))
+    return bound
 
 
 def run_quickstart(
@@ -158,7 +167,6 @@ def run_quickstart(
     from ecomodal.eval import fingerprint
     from ecomodal.io.reader import read_embeddings
     from ecomodal.models.factory import load_model
-    from ecomodal.training.bind import train_bind
     from ecomodal.training.prom3e import train_prom3e
 
     config = config or QuickstartConfig()
@@ -173,20 +181,7 @@ def run_quickstart(
     features = _bind_features(built.table, out)
 
     say("2/6 binding env and sat to loc")
-    bound = {}
-    for modality in ("env", "sat"):
-        bound[modality] = train_bind(
-            features,
-            out / f"bind-{modality}",
-            modality=modality,
-            bind_to="loc",
-            epochs=config.bind_epochs,
-            batch_size=config.bind_batch_size,
-            lr=config.bind_lr,
-            t0=config.bind_epochs,
-            seed=config.seed,
-            show_progress=show_progress,
-        )
+    bound = bind_encoders(features, out, config, show_progress=show_progress)
     table = _bound_embeddings(built.table, bound["env"].best_dir, bound["sat"].best_dir, out)
 
     say("3/6 ProM3E on loc, env, sat")

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+RUN_HELP = "Run folder (quickstart, train bind): embed with its encoders (its encoders.json)."
+POINTS_HELP = "Places to embed with --run: CSV or Parquet with lat, lon (and id)."
 app = typer.Typer(help="Embed observation tables; `embed merge` joins shards.")
 
 
@@ -20,8 +22,10 @@ def embed_command(
     ctx: typer.Context,
     records: Annotated[Path | None, typer.Option(help="Observation table: CSV or Parquet.")] = None,
     modalities: Annotated[
-        str | None, typer.Option(help="Comma-separated modalities, e.g. loc,env.")
+        str | None, typer.Option(help="Comma-separated modalities, e.g. loc,env (--run: all).")
     ] = None,
+    run: Annotated[Path | None, typer.Option(help=RUN_HELP)] = None,
+    points: Annotated[Path | None, typer.Option(help=POINTS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Output embedding table (Parquet).")] = None,
     root: Annotated[
         Path | None, typer.Option(help="Folder that relative media paths start from.")
@@ -47,11 +51,17 @@ def embed_command(
     """Embed every row's modalities into an embedding table (resumable; errors beside it)."""
     if ctx.invoked_subcommand is not None:
         return
-    missing = [
-        name
-        for name, value in (("--records", records), ("--modalities", modalities), ("--out", out))
-        if value is None
-    ]
+    if records is not None and points is not None:
+        raise typer.BadParameter("give --records or --points, not both.")
+    if run is not None and (encoder or covariates):
+        raise typer.BadParameter(
+            "--run embeds with the run's encoders; drop --encoder/--covariates."
+        )
+    records = records if records is not None else points
+    needed = [("--records" if run is None else "--points", records), ("--out", out)]
+    if run is None:
+        needed.insert(1, ("--modalities", modalities))
+    missing = [name for name, value in needed if value is None]
     if missing:
         raise typer.BadParameter(f"missing {', '.join(missing)}.")
     from ecomodal.embed import embed_records
@@ -63,6 +73,7 @@ def embed_command(
         out,
         modalities=modalities,
         encoders=parse_key_values(encoder, option="--encoder", key="MODALITY", value="SPEC"),
+        run=run,
         root=root,
         batch_size=batch_size,
         device=device,

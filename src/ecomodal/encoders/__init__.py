@@ -13,6 +13,7 @@ from ecomodal.encoders.registry import (
     register_encoders,
     unregister_encoder,
 )
+from ecomodal.encoders.runs import load_encoders, write_run_encoders
 from ecomodal.encoders.taxabind import taxabind_config
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "RowError",
     "list_encoders",
     "load_encoder",
+    "load_encoders",
     "register_encoders",
     "taxabind_config",
     "unregister_encoder",
+    "write_run_encoders",
 ]

@@ -258,7 +258,18 @@ def train_bind(
         }
         with atomic_path(out / "run.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        _record_encoder(out, modality, head)
     return result
+
+
+def _record_encoder(out: Path, modality: str, head: str) -> None:
+    """``out/encoders.json`` (:func:`ecomodal.load_encoders`) where ``best/`` loads as an encoder
+    by itself: the SINR env encoder, or a projection on an offline backbone's features."""
+    from ecomodal.encoders.offline import BOUND_BACKBONES
+    from ecomodal.encoders.runs import write_run_encoders
+
+    if head == "sinr" or (head in ("linear", "mlp") and modality in BOUND_BACKBONES):
+        write_run_encoders(out, {modality: {"weights": out / "best"}})
 
 
 def _default_stack_path() -> Path:
