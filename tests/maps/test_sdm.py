@@ -217,7 +217,8 @@ def test_benchmark_on_a_subset_of_ariolimax(tmp_path, default_covariates):
 
     out = tmp_path / "results.json"
     report = bench["main"](
-        ["--max-points", "300", "--folds", "3", "--block-size", "1.0", "--json", str(out)]
+        ["--max-points", "300", "--folds", "3", "--block-size", "1.0", "--C-grid", "0.01,0.1"]
+        + ["--json", str(out)]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert set(report["results"]) == {"random", "spatial-block"}
@@ -231,4 +232,11 @@ def test_benchmark_on_a_subset_of_ariolimax(tmp_path, default_covariates):
             # Every model finds the slugs' habitat well above chance on real data.
             assert scores["auc"]["mean"] > 0.75, (cv, name, scores)
             assert 0 < scores["tss"]["mean"] <= 1
+            assert len(scores["auc_per_fold"]) == 3
+            if name.startswith("embedding-sdm"):  # C chosen inside each training fold
+                assert [row["fold"] for row in scores["chosen"]] == [0, 1, 2]
+                assert {row["C"] for row in scores["chosen"]} <= {0.01, 0.1}
+                assert scores["vs_maxent"]["beats_maxent"] == (
+                    scores["vs_maxent"]["mean_difference"] > scores["vs_maxent"]["se_difference"]
+                )
     assert sum(report["folds"]["spatial-block"]) == len(frame)
