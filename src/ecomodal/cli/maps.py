@@ -27,6 +27,9 @@ CheckpointOpt = Annotated[str, typer.Option("--model", help="ProM3E checkpoint."
 PointsOpt = Annotated[
     Path | None, typer.Option(help="Occurrences CSV/Parquet with lat, lon columns.")
 ]
+NBackgroundOpt = Annotated[
+    int, typer.Option(help="Grid cells drawn as background when --background is not given.")
+]
 BackgroundOpt = Annotated[
     Path | None,
     typer.Option(help="Background places (CSV/Parquet, lat, lon): presence vs background."),
@@ -205,9 +208,7 @@ def species_command(
             "encoder; with --model also prom3e-hidden)."
         ),
     ] = None,
-    n_background: Annotated[
-        int, typer.Option(help="Grid cells drawn as background when --background is not given.")
-    ] = 10_000,
+    n_background: NBackgroundOpt = 10_000,
     block_deg: Annotated[
         float | None,
         typer.Option(help="Side of the SDM's cross-validation blocks in degrees (default: auto)."),
@@ -253,9 +254,7 @@ def sdm_command(
     points: PointsOpt,
     out: OutOpt,
     background: BackgroundOpt = None,
-    n_background: Annotated[
-        int, typer.Option(help="Grid cells drawn as background when --background is not given.")
-    ] = 10_000,
+    n_background: NBackgroundOpt = 10_000,
     modality: Annotated[str, typer.Option(help="Grid modality the SDM is fitted on.")] = "loc",
     classifier: Annotated[str, typer.Option(help="logistic, ridge or random_forest.")] = "logistic",
     seed: SeedOpt = 0,
