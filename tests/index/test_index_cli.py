@@ -139,6 +139,53 @@ def test_search_by_place_with_the_loc_encoder(run_cli, tmp_path):
     assert json.loads(result.output)["id"] == "wellington"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_search_by_text_with_the_tables_text_encoder(run_cli, tmp_path):
+    """--text on a text index encodes with the encoder the table records (offline MiniLM)."""
+    from ecomodal.encoders import load_encoder
+
+    names = ["Quercus robur", "Panthera leo", "Salmo salar", "Bellis perennis"]
+    table = write_embeddings(
+        tmp_path / "names.parquet",
+        ids=["oak", "lion", "salmon", "daisy"],
+        embeddings={"text": load_encoder("text", "minilm").encode(names)},
+        encoders={"text": "minilm"},
+    )
+    assert (
+        run_cli(
+            "index",
+            "build",
+            "--data",
+            table,
+            "--modality",
+            "text",
+            "--out",
+            tmp_path / "idx",
+            "--no-progress",
+        ).code
+        == 0
+    )
+    out = tmp_path / "hits.parquet"
+    result = run_cli(
+        "index",
+        "search",
+        "--index",
+        tmp_path / "idx",
+        "--text",
+        "Salmo salar",
+        "--text",
+        "Panthera leo",
+        "-k",
+        "2",
+        "--out",
+        out,
+    )
+    assert result.code == 0, result.output
+    hits = pq.read_table(out).to_pylist()
+    assert [h["id"] for h in hits if h["rank"] == 1] == ["salmon", "lion"]
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
 BAD_SEARCHES = [
     (["--query-id", "nobody"], ["'nobody'", "not in index"]),
     (["--query-id", "o1", "-k", "0"], ["-k", "greater than or equal to 1"]),
