@@ -6,21 +6,19 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ecomodal.errors import InvalidArgumentError, MissingDependencyError, UnknownModalityError
+from ecomodal.errors import InvalidArgumentError, UnknownModalityError
+from ecomodal.index.search import SearchIndex, faiss_module
 from ecomodal.io.batch import EmbeddingBatch
 from ecomodal.io.index_files import INDEX_FILE, atomic_folder, write_meta, write_rows
 from ecomodal.io.reader import EmbeddingTable, TableLike, read_embeddings
 from ecomodal.options import check_range
 from ecomodal.progress import progress_bar
 from ecomodal.vectors import normalise
-
-if TYPE_CHECKING:
-    from ecomodal.index.search import SearchIndex
 
 KINDS = ("auto", "exact", "hnsw", "ivf")
 #: Tables with at most this many rows get an exact index by default.
@@ -31,17 +29,6 @@ TRAIN_PER_LIST = 64
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-
-
-def faiss_module() -> Any:
-    """``faiss`` or a :class:`~ecomodal.errors.MissingDependencyError` naming the extra."""
-    try:
-        import faiss
-    except ImportError as err:
-        raise MissingDependencyError(
-            "The search index needs faiss: pip install 'ecomodal[eval]' (or faiss-cpu)."
-        ) from err
-    return faiss
 
 
 def choose_kind(kind: str, count: int, exact_threshold: int) -> str:
@@ -91,8 +78,6 @@ def build_index(
     with the ids for :meth:`SearchIndex.search`'s ``where``. ``nprobe`` sets the IVF lists
     scanned per query (default :func:`default_nprobe`). The folder appears only once complete.
     """
-    from ecomodal.index.search import load_index
-
     faiss = faiss_module()
     check_range(exact_threshold, "exact_threshold", minimum=0, integer=True)
     check_range(shard_rows, "shard_rows", minimum=1, integer=True)
@@ -150,7 +135,7 @@ def build_index(
             seed=int(seed),
         )
         write_meta(folder, meta)
-    return load_index(out)
+    return SearchIndex(out)
 
 
 class _Source:

@@ -16,16 +16,27 @@ from ecomodal.errors import (
     InvalidArgumentError,
     InvalidEmbeddingsError,
     MissingColumnError,
+    MissingDependencyError,
     TableFormatError,
     UnknownModalityError,
 )
-from ecomodal.index.build import faiss_module
 from ecomodal.io.index_files import read_index_folder
 from ecomodal.options import check_range
 from ecomodal.vectors import normalise
 
 #: Rows compared at once by the exact fallback of a filtered search.
 EXACT_BLOCK = 65_536
+
+
+def faiss_module() -> Any:
+    """``faiss`` or a :class:`~ecomodal.errors.MissingDependencyError` naming the extra."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise MissingDependencyError(
+            "The search index needs faiss: pip install 'ecomodal[eval]' (or faiss-cpu)."
+        ) from err
+    return faiss
 
 
 @dataclass
