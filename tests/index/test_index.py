@@ -157,3 +157,14 @@ def test_python_api_bad_arguments(table, tmp_path):
     with pytest.raises(InvalidArgumentError, match="filter_columns"):
         build_index(table[0], "loc", tmp_path / "other", filter_columns=["nope"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    # No row holds the modality: an error inside the build, and no temporary folder left.
+    empty = write_embeddings(
+        tmp_path / "empty.parquet",
+        ids=["a", "b"],
+        embeddings={"loc": np.ones((2, 3)), "env": np.ones((2, 2))},
+        present={"loc": np.zeros(2, dtype=bool), "env": np.ones(2, dtype=bool)},
+    )
+    with pytest.raises(InvalidArgumentError, match="no row with a 'loc' embedding"):
+        build_index(empty, "loc", tmp_path / "idx", kind="exact", shard_rows=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.parquet", "idx"]
+    assert load_index(tmp_path / "idx").count == N - 1  # the earlier index is untouched
