@@ -50,6 +50,11 @@ def built(tmp_path_factory):
     return table, folder / "idx", x
 
 
+def cli(run_cli, words: str, **paths):
+    """``run_cli`` on the words of ``words``, each formatted with ``paths``."""
+    return run_cli(*(word.format(**paths) for word in words.split()))
+
+
 def brute_force_ids(x, query, k, allowed=None):
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = unit @ (query / np.linalg.norm(query))
@@ -68,21 +73,12 @@ def test_build_and_search_end_to_end(built, run_cli, tmp_path):
 
     np.save(tmp_path / "q.npy", x[[3, 4]] * 2.0)
     out = tmp_path / "hits.parquet"
-    result = run_cli(
-        "index",
-        "search",
-        "--index",
-        index,
-        "--vector",
-        tmp_path / "q.npy",
-        "-k",
-        "4",
-        "--where",
-        "country=NZ",
-        "--where",
-        "biome=1",
-        "--out",
-        out,
+    result = cli(
+        run_cli,
+        "index search --index {index} --vector {tmp}/q.npy -k 4 --where country=NZ "
+        "--where biome=1 --out {tmp}/hits.parquet",
+        index=index,
+        tmp=tmp_path,
     )
     assert result.code == 0, result.output
     hits = pq.read_table(out).to_pylist()
@@ -110,31 +106,12 @@ def test_search_by_place_with_the_loc_encoder(run_cli, tmp_path):
         embeddings={"loc": vectors},
     )
     assert (
-        run_cli(
-            "index",
-            "build",
-            "--data",
-            table,
-            "--modality",
-            "loc",
-            "--out",
-            tmp_path / "idx",
-            "--no-progress",
+        cli(
+            run_cli, "index build --data {t} --modality loc --out {t}.idx --no-progress", t=table
         ).code
         == 0
     )
-    result = run_cli(
-        "index",
-        "search",
-        "--index",
-        tmp_path / "idx",
-        "--lat",
-        "-41.2",
-        "--lon",
-        "174.7",
-        "-k",
-        "1",
-    )
+    result = cli(run_cli, "index search --index {t}.idx --lat -41.2 --lon 174.7 -k 1", t=table)
     assert result.code == 0, result.output
     assert json.loads(result.output)["id"] == "wellington"
 
@@ -152,33 +129,15 @@ def test_search_by_text_with_the_tables_text_encoder(run_cli, tmp_path):
         encoders={"text": "minilm"},
     )
     assert (
-        run_cli(
-            "index",
-            "build",
-            "--data",
-            table,
-            "--modality",
-            "text",
-            "--out",
-            tmp_path / "idx",
-            "--no-progress",
+        cli(
+            run_cli, "index build --data {t} --modality text --out {t}.idx --no-progress", t=table
         ).code
         == 0
     )
     out = tmp_path / "hits.parquet"
     result = run_cli(
-        "index",
-        "search",
-        "--index",
-        tmp_path / "idx",
-        "--text",
-        "Salmo salar",
-        "--text",
-        "Panthera leo",
-        "-k",
-        "2",
-        "--out",
-        out,
+        *f"index search --index {table}.idx -k 2 --out {out}".split(),
+        *("--text", "Salmo salar", "--text", "Panthera leo"),
     )
     assert result.code == 0, result.output
     hits = pq.read_table(out).to_pylist()
@@ -259,14 +218,7 @@ def test_bad_build_input_is_one_clear_line(built, run_cli, tmp_path, args, expec
         args += ["--out", str(tmp_path / "idx")]
     run_cli("index", "build", "--data", table, *args).assert_clear_failure(*expected)
     assert run_cli.files_under(tmp_path) == ["taken/notes.txt"]
-    missing = run_cli(
-        "index",
-        "build",
-        "--data",
-        tmp_path / "no.parquet",
-        "--modality",
-        "env",
-        "--out",
-        tmp_path / "idx",
+    missing = cli(
+        run_cli, "index build --data {t}/no.parquet --modality env --out {t}/idx", t=tmp_path
     )
     missing.assert_clear_failure("no.parquet")
