@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--clusters", type=int, default=1_000)
     parser.add_argument(
-        "--spread", type=float, default=1.0, help="noise sd per dimension (centres: sd 1)"
+        "--spread", type=float, default=2.0, help="noise sd per dimension (centres: sd 1)"
     )
     parser.add_argument("--exact-queries", type=int, default=2_000)
     parser.add_argument("--retrieval-queries", type=int, default=200)
