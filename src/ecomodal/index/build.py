@@ -135,6 +135,7 @@ def build_index(
             seed=int(seed),
         )
         write_meta(folder, meta)
+        del index, rows, ids, filters  # freed before the folder is read back
     return SearchIndex(out)
 
 
