@@ -343,6 +343,7 @@ def draw_maps(
     for a calibrated model, the expected error of sat completed from loc and env."""
     import pyarrow.parquet as pq
 
+    from ecomodal.geo.covariates import CovariateStack
     from ecomodal.maps import make_grid, preview_png, species_map, uncertainty_map, write_map
     from ecomodal.maps.embedding import sample_cells
     from ecomodal.maps.sdm_map import DEFAULT_N_BACKGROUND
@@ -362,6 +363,7 @@ def draw_maps(
     cache = out / "grid-cache"
     cell_classes = grid_land_cover(grid)
     rows = sample_cells(grid.num_cells, DEFAULT_N_BACKGROUND, config.seed)
+    covariates = CovariateStack.open("default")  # read once for every class's baselines
     drawn = []
     for map_class in config.map_classes:
         places = fit[fit["land_cover"] == map_class]
@@ -384,7 +386,7 @@ def draw_maps(
         suitability.tags["class"] = map_class
         truth = score_against_land_cover(suitability.values[0], cell_classes, map_class)
         baselines = covariate_baselines(
-            lat, lon, grid.lat[rows], grid.lon[rows], grid, seed=config.seed
+            lat, lon, grid.lat[rows], grid.lon[rows], grid, covariates=covariates, seed=config.seed
         )
         truth["baselines"] = {
             name: score_against_land_cover(values, cell_classes, map_class)
@@ -552,6 +554,7 @@ def _binding_section(binding: dict[str, Any]) -> Any:
 
 
 def _map_sections(maps: dict[str, Any]) -> list[Any]:
+    from ecomodal.maps.truth import describe_truth
     from ecomodal.report import Section, _pyplot
 
     sections = []
@@ -589,7 +592,6 @@ def _map_sections(maps: dict[str, Any]) -> list[Any]:
         text = [f"GeoTIFF: {entry.get('geotiff')}"]
         truth = entry.get("against_modis")
         if truth:
-            others = ", ".join(f"{k} {v['auc']:.3f}" for k, v in truth["baselines"].items())
-            text.append(f"AUC against MODIS {truth['auc']:.3f} (covariate baselines: {others}).")
+            text.append(describe_truth(truth) + ".")
         sections.append(Section(entry.get("title", name), text, figures=[fig]))
     return sections

@@ -139,6 +139,7 @@ def quickstart_command(
         return
     from dataclasses import replace
 
+    from ecomodal.maps.truth import describe_truth
     from ecomodal.quickstart import QuickstartConfig, run_quickstart
 
     given = {
@@ -162,5 +163,4 @@ def quickstart_command(
     for name, entry in metrics["maps"].items():
         truth = entry.get("against_modis") if isinstance(entry, dict) else None
         if truth:
-            others = ", ".join(f"{k} {v['auc']:.3f}" for k, v in truth["baselines"].items())
-            typer.echo(f"  {name}: AUC against MODIS {truth['auc']:.3f} ({others})")
+            typer.echo(f"  {name}: {describe_truth(truth)}")

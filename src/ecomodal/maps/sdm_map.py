@@ -165,9 +165,10 @@ def sdm_map(
             rows_ok = {name: values[ok] for name, values in block.items()}
             scores[start:stop][ok] = estimator.predict(rows_ok if several else rows_ok[modality])
     description = f"{len(lat)} points" + points_source(points)
+    label = "+".join(names) if several else modality
     tags: dict[str, Any] = {
         "query": description,
-        "query_modality": modality if not several else "+".join(names),
+        "query_modality": label,
         "query_encoder": point_encoders[features.base[0]].id
         if not several
         else {name: point_encoders[name].id for name in features.base},
@@ -177,7 +178,7 @@ def sdm_map(
         "n_background": int(keep_back.sum()),
         "sdm": f"{type(estimator).__name__} {estimator.get_params()}",
         "seed": seed,
-        "grid_modality": modality if not several else "+".join(names),
+        "grid_modality": label,
         "grid_encoders": {name: cells[name].encoder_id for name in features.base},
     }
     if several:

@@ -38,6 +38,7 @@ __all__ = [
     "MAP_CLASSES",
     "class_slug",
     "covariate_baselines",
+    "describe_truth",
     "grid_land_cover",
     "score_against_land_cover",
 ]
@@ -147,3 +148,10 @@ def covariate_baselines(
         maxent = MaxentModel(random_state=seed, n_cpus=1).fit(X, y)
         out["covariate-maxent"] = np.asarray(maxent.predict(cells), dtype=np.float64).reshape(-1)
     return out
+
+
+def describe_truth(truth: dict[str, Any]) -> str:
+    """One line for a map judged against MODIS (:func:`score_against_land_cover` with a
+    ``baselines`` entry of the same per baseline): its AUC beside the baselines' AUCs."""
+    others = ", ".join(f"{k} {v['auc']:.3f}" for k, v in truth["baselines"].items())
+    return f"AUC against MODIS {truth['auc']:.3f} (covariate baselines: {others})"
