@@ -133,8 +133,8 @@ def _principal_axes(
     X: np.ndarray, n_components: int | None, seed: int = 0
 ) -> tuple[np.ndarray, Any]:
     """(mean [D], leading principal axes [D, k]) of X; axes None when no reduction is asked or
-    needed. The sign of each axis is fixed (largest loading positive) so results are
-    reproducible."""
+    needed. The randomized SVD is seeded and fixes each axis's sign (sklearn's ``flip_sign``),
+    so the same data and seed give the same axes."""
     mean = X.mean(axis=0)
     if n_components is None or n_components >= X.shape[1]:
         return mean, None
@@ -222,8 +222,6 @@ class ModalitySDM(BaseEstimator):
             )
             presence[name] = self._project(name, presence[name])
             background[name] = self._project(name, background[name])
-        combined_presence = np.zeros(len(np.asarray(presence_lat)), dtype=np.float64)
-        combined_background = np.zeros(len(np.asarray(background_lat)), dtype=np.float64)
         for name in self.modalities_:
             selection = select_sdm(
                 presence[name],
@@ -241,13 +239,9 @@ class ModalitySDM(BaseEstimator):
             self.selections_[name] = selection
             self.center_[name] = float(back_score.mean())
             self.scale_[name] = float(back_score.std()) or 1.0
-            combined_background += (back_score - self.center_[name]) / self.scale_[name]
-            combined_presence += (
-                selection.best.decision_function(presence[name]) - self.center_[name]
-            ) / self.scale_[name]
-        n = len(self.modalities_)
-        z = np.concatenate([combined_presence, combined_background])[:, None] / n
-        y = np.concatenate([np.ones(len(combined_presence)), np.zeros(len(combined_background))])
+        z_presence, z_background = self._mean_z(presence), self._mean_z(background)
+        z = np.concatenate([z_presence, z_background])[:, None]
+        y = np.concatenate([np.ones(len(z_presence)), np.zeros(len(z_background))])
         head = LogisticRegression(class_weight="balanced").fit(z, y)
         self.calibration_ = (float(head.coef_[0, 0]), float(head.intercept_[0]))
         return self
@@ -260,12 +254,21 @@ class ModalitySDM(BaseEstimator):
             raise InvalidArgumentError(
                 f"The SDM was fitted on {self.modalities_}; features lack {missing}."
             )
-        total = None
-        for name in self.modalities_:
-            X = self._project(name, _check_features(features[name], name))
-            score = self.selections_[name].best.decision_function(X)
-            score = (score - self.center_[name]) / self.scale_[name]
-            total = score if total is None else total + score
+        return self._mean_z(
+            {
+                name: self._project(name, _check_features(features[name], name))
+                for name in self.modalities_
+            }
+        )
+
+    def _mean_z(self, projected: dict[str, np.ndarray]) -> np.ndarray:
+        """Mean over the modalities of each one's decision value, z-scored by its background
+        statistics, on features already projected (:meth:`_project`)."""
+        total = sum(
+            (self.selections_[name].best.decision_function(projected[name]) - self.center_[name])
+            / self.scale_[name]
+            for name in self.modalities_
+        )
         return total / len(self.modalities_)
 
     def _project(self, name: str, X: np.ndarray) -> np.ndarray:
