@@ -98,13 +98,15 @@ def bound_table(
     import pyarrow as pa
 
     from ecomodal.data.ecobench import embed_env_covariates, project_sat_features
-    from ecomodal.encoders import load_encoder
+    from ecomodal.encoders.runs import load_run_encoder, quickstart_manifest
     from ecomodal.io.reader import read_embeddings
     from ecomodal.io.writer import write_embeddings
 
     batch = read_embeddings(built_table).load()
-    env_encoder = load_encoder("env", f"local-dir:{env_dir}", covariates="default")
-    sat_encoder = load_encoder("sat", "bluemarble", projection=sat_dir)
+    # The same entries the run records in encoders.json, so load_encoders(run) re-embeds alike.
+    manifest = quickstart_manifest(env_dir, sat_dir)
+    env_encoder = load_run_encoder("env", manifest["env"])
+    sat_encoder = load_run_encoder("sat", manifest["sat"])
     env = embed_env_covariates(env_encoder.model, batch.embeddings["env_covariates"])
     sat = project_sat_features(sat_encoder.model.projection, batch.embeddings["sat_features"])
     extra = batch.columns
