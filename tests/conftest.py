@@ -48,6 +48,22 @@ def default_covariates():
     return build_default_covariates()
 
 
+@pytest.fixture(scope="session")
+def reduced_quickstart(tmp_path_factory, default_covariates):
+    """A reduced real-data quickstart run (2,000 places, a 5-degree grid), made once per test
+    session: (output folder, what the command printed). Tests must not change the folder."""
+    from typer.testing import CliRunner
+
+    from ecomodal.cli import app
+
+    out = tmp_path_factory.mktemp("reduced-quickstart") / "quickstart"
+    args = ["quickstart", "--out", str(out), "--n", "2000", "--bind-epochs", "5"]
+    args += ["--epochs", "10", "--grid-resolution", "5", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
 TINY = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32, "head_width": 16},

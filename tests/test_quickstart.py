@@ -14,13 +14,10 @@ from ecomodal.cli import app
 
 
 @pytest.mark.slow
-def test_reduced_quickstart_writes_report_metrics_and_maps(tmp_path, default_covariates):
-    out = tmp_path / "quickstart"
-    args = ["quickstart", "--out", str(out), "--n", "2000", "--bind-epochs", "5"]
-    args += ["--epochs", "10", "--grid-resolution", "5", "--no-progress"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "report:" in result.output and "metrics:" in result.output
+def test_reduced_quickstart_writes_report_metrics_and_maps(reduced_quickstart):
+    out, output = reduced_quickstart
+    assert "report:" in output and "metrics:" in output
+    assert f"ecomodal serve {out}" in output
 
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 6  # probes, 2 retrieval maps, sigma, 2 maps

@@ -14,6 +14,7 @@ import typer
 from ecomodal.cli import data, embed, encoders, maps, patch, prom3e, slurm, train
 from ecomodal.cli import eval as eval_cli
 from ecomodal.cli import index as index_cli
+from ecomodal.cli import serve as serve_cli
 from ecomodal.errors import EcomodalError
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command("patch")(patch.patch_command)
 app.add_typer(slurm.app, name="slurm")
 app.add_typer(maps.app, name="map")
 app.add_typer(index_cli.app, name="index")
+app.command("serve")(serve_cli.serve_command)
 app.command("eval", cls=eval_cli.EvalCommand)(eval_cli.eval_command)
 
 

@@ -164,3 +164,4 @@ def quickstart_command(
         truth = entry.get("against_modis") if isinstance(entry, dict) else None
         if truth:
             typer.echo(f"  {name}: {describe_truth(truth)}")
+    typer.echo(f"explore the maps in a browser: ecomodal serve {out}")

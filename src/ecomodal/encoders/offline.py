@@ -18,8 +18,11 @@ that binding trains a projection on).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -225,6 +228,25 @@ class BlueMarbleSatEncoder(Encoder):
 
     def forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs)
+
+    def encode_pictures(self, pictures: Sequence[Any]) -> np.ndarray:
+        """Embed pictures (PIL images, e.g. an aerial photo) as if they were the Blue Marble
+        patch of a place: centre-cropped square, resized to the patch size; [N, dim] normalised."""
+        from PIL import Image
+
+        batch = []
+        for picture in pictures:
+            rgb = picture.convert("RGB")
+            side = min(rgb.size)
+            left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+            square = rgb.crop((left, top, left + side, top + side))
+            square = square.resize((self.image_px, self.image_px), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.asarray(square, dtype=np.float32) / 255.0)
+            batch.append(pixels.permute(2, 0, 1))
+        inputs = torch.stack(batch).mul_(2.0).sub_(1.0).to(self.device)
+        with torch.inference_mode():
+            out = self.forward(self.model, inputs).float()
+        return torch.nn.functional.normalize(out, dim=1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- MiniLM

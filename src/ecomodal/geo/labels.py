@@ -42,6 +42,42 @@ LABEL_SOURCES = {
 }
 
 
+#: Koppen-Geiger codes in words (for matching text to climate zones).
+KOPPEN_DESCRIPTIONS = {
+    "Af": "tropical rainforest climate",
+    "Am": "tropical monsoon climate",
+    "Aw": "tropical savanna climate, dry winter",
+    "As": "tropical savanna climate, dry summer",
+    "BWh": "hot desert climate",
+    "BWk": "cold desert climate",
+    "BSh": "hot semi-arid steppe climate",
+    "BSk": "cold semi-arid steppe climate",
+    "Csa": "Mediterranean climate, hot dry summer",
+    "Csb": "Mediterranean climate, warm dry summer",
+    "Csc": "Mediterranean climate, cold dry summer",
+    "Cwa": "humid subtropical climate, dry winter",
+    "Cwb": "subtropical highland climate, dry winter",
+    "Cwc": "cold subtropical highland climate",
+    "Cfa": "humid subtropical climate",
+    "Cfb": "temperate oceanic climate",
+    "Cfc": "subpolar oceanic climate",
+    "Dsa": "continental climate, hot dry summer",
+    "Dsb": "continental climate, warm dry summer",
+    "Dsc": "subarctic climate, dry summer",
+    "Dsd": "subarctic climate, dry summer, very cold winter",
+    "Dwa": "humid continental climate, hot summer, dry winter",
+    "Dwb": "humid continental climate, warm summer, dry winter",
+    "Dwc": "subarctic climate, dry winter",
+    "Dwd": "subarctic climate, very cold dry winter",
+    "Dfa": "humid continental climate, hot summer",
+    "Dfb": "humid continental climate, warm summer",
+    "Dfc": "subarctic boreal climate",
+    "Dfd": "subarctic climate, very cold winter",
+    "ET": "tundra climate",
+    "EF": "ice cap climate",
+}
+
+
 def _lonlat_cells(
     lat: np.ndarray, lon: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -129,7 +129,7 @@ def select_sdm(
     return SDMSelection(best=best, scores=scores, block_deg=block, n_folds=n_used)
 
 
-def _principal_axes(
+def principal_axes(
     X: np.ndarray, n_components: int | None, seed: int = 0
 ) -> tuple[np.ndarray, Any]:
     """(mean [D], leading principal axes [D, k]) of X; axes None when no reduction is asked or
@@ -217,7 +217,7 @@ class ModalitySDM(BaseEstimator):
         presence = {name: _check_features(presence[name], name) for name in self.modalities_}
         background = {name: _check_features(background[name], name) for name in self.modalities_}
         for name in self.modalities_:
-            self.projections_[name] = _principal_axes(
+            self.projections_[name] = principal_axes(
                 np.concatenate([presence[name], background[name]]), self.n_components, self.seed
             )
             presence[name] = self._project(name, presence[name])
