@@ -147,6 +147,7 @@ class ServedRun:
         )
         self._encoders: dict[str, Any] | None = None
         self._cells: Any = None
+        self._text_encoder: Any = None
         self._lock = threading.RLock()
         if warm:
             self.encoders  # noqa: B018 - load now
@@ -169,6 +170,24 @@ class ServedRun:
                 except RunFolderError:
                     self._encoders = {}
             return self._encoders
+
+    @property
+    def text_encoder(self) -> Any:
+        """The run's text encoder, else the offline MiniLM (for matching text to labels, where
+        its untrained projection, an orthogonal map, changes no cosine)."""
+        with self._lock:
+            if self._text_encoder is None:
+                self._text_encoder = self.encoders.get("text")
+            if self._text_encoder is None:
+                import warnings
+
+                from ecomodal.encoders.offline import UntrainedProjectionWarning
+                from ecomodal.encoders.registry import load_encoder
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UntrainedProjectionWarning)
+                    self._text_encoder = load_encoder("text", "minilm", device=self.device)
+            return self._text_encoder
 
     @property
     def cells(self) -> Any:
@@ -221,6 +240,8 @@ class ServedRun:
     def safe_path(self, relative: str) -> Path:
         """A file inside the served folder (or the scratch folder of made layers); anything
         resolving outside them is refused."""
+        if "\x00" in relative:
+            raise UnknownLayerError(f"{relative!r} is not a file name.")
         for root in (self.folder, self.scratch):
             candidate = (root / relative).resolve()
             if candidate.is_relative_to(root) and candidate.is_file():
