@@ -241,11 +241,16 @@ def retrieval(
             ranking == "auto" and len(gallery) > INDEX_AUTO_THRESHOLD
         )
 
-        def ranks(q: np.ndarray, use_index: bool = use_index, gallery: np.ndarray = gallery):
+        def ranks(
+            q: np.ndarray,
+            use_index: bool = use_index,
+            gallery: np.ndarray = gallery,
+            truth: np.ndarray = query_rows,
+        ) -> np.ndarray:
             if not use_index:
-                return ranks_of_truth(q, gallery, query_rows)
+                return ranks_of_truth(q, gallery, truth)
             kind = "ivf" if ranking == "auto" else ranking
-            return ranks_by_index(q, gallery, query_rows, depth=max(ks), kind=kind, seed=seed)
+            return ranks_by_index(q, gallery, truth, depth=max(ks), kind=kind, seed=seed)
 
         if use_index:
             entry["ranking"] = f"{'ivf' if ranking == 'auto' else ranking} index, top {max(ks)}"
