@@ -223,13 +223,7 @@ def vector_layer(
             f"the grid has no {modality} embeddings (it has {sorted(cells.embeddings)})."
         )
     gallery = cells.embeddings[modality]
-    vector = np.asarray(vector, dtype=np.float32).ravel()
-    if vector.shape[0] != gallery.shape[1]:
-        raise InvalidArgumentError(
-            f"the query has {vector.shape[0]} values; the grid's {modality} embeddings have "
-            f"{gallery.shape[1]}."
-        )
-    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    vector = unit_query(vector, gallery.shape[1], f"the grid's {modality} embeddings", "query")
     tags = {"kind": "similarity", "method": "cosine", "grid_modality": modality}
     tags["query"] = description
     return LayerValues(
@@ -239,6 +233,15 @@ def vector_layer(
         f"cosine similarity ({modality})",
         tags,
     )
+
+
+def unit_query(vector: Any, dim: int, against: str, field: str) -> np.ndarray:
+    """A query vector as float32 [dim] of unit length; an error naming ``field`` when its size
+    is not that of ``against``."""
+    vector = np.asarray(vector, dtype=np.float32).ravel()
+    if vector.shape[0] != dim:
+        raise InvalidArgumentError(f"{field}: {vector.shape[0]} values; {against} have {dim}.")
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def _cosine(cells: GridCells) -> str:

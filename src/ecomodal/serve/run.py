@@ -346,14 +346,12 @@ class ServedRun:
     ) -> list[dict[str, Any]]:
         """The k rows of the table most similar (cosine) to ``vector`` in ``modality``."""
         table = self._table_with(modality)
+        from ecomodal.serve.queries import unit_query
+
         gallery = table.embeddings[modality]
-        vector = np.asarray(vector, dtype=np.float32).ravel()
-        if vector.shape[0] != gallery.shape[1]:
-            raise InvalidArgumentError(
-                f"vector has {vector.shape[0]} values; the table's {modality} embeddings have "
-                f"{gallery.shape[1]}."
-            )
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        vector = unit_query(
+            vector, gallery.shape[1], f"the table's {modality} embeddings", "vector"
+        )
         scores = gallery @ vector
         allowed = np.ones(len(table), dtype=bool)
         for column, wanted in (where or {}).items():
