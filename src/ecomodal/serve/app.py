@@ -230,7 +230,7 @@ def create_app(
                     "lat/lon or id (or make a text layer with POST /api/layers)."
                 )
             modality = "text"
-            vector = _text_encoder(run).encode([body.text])[0]
+            vector = run.text_encoder.encode([body.text])[0]
         results = run.nearest(vector, modality, body.k, body.where)
         return _jsonable({"modality": modality, "results": results})
 
@@ -356,13 +356,6 @@ def _complete_inputs(run: ServedRun, body: CompleteRequest) -> dict[str, np.ndar
     return out
 
 
-def _text_encoder(run: ServedRun):
-    from ecomodal.encoders.registry import load_encoder
-
-    encoder = run.encoders.get("text")
-    return encoder if encoder is not None else load_encoder("text", "minilm")
-
-
 def _need_cells(run: ServedRun):
     cells = run.cells
     if cells is None:
@@ -393,7 +386,7 @@ def _layer_from_json(run: ServedRun, body: LayerRequest) -> Layer:
     else:
         if run.table is None:
             raise RunFolderError(f"text: {run.folder.name} has no table of labelled places.")
-        match = queries.text_presences(run.table, body.text, _text_encoder(run))
+        match = queries.text_presences(run.table, body.text, run.text_encoder)
         made = queries.points_layer(
             cells,
             match.lat,

@@ -147,10 +147,11 @@ class ServedRun:
         )
         self._encoders: dict[str, Any] | None = None
         self._cells: Any = None
+        self._text_encoder: Any = None
         self._lock = threading.RLock()
-        if warm:
-            self.encoders  # noqa: B018 - load now
+        if warm:  # everything a first click needs: encoders, grid, rasters, countries
             self.cells  # noqa: B018
+            self.point(48.0, 11.0)
 
     def close(self) -> None:
         """Delete the made layers' files."""
@@ -169,6 +170,24 @@ class ServedRun:
                 except RunFolderError:
                     self._encoders = {}
             return self._encoders
+
+    @property
+    def text_encoder(self) -> Any:
+        """The run's text encoder, else the offline MiniLM (for matching text to labels, where
+        its untrained projection, an orthogonal map, changes no cosine)."""
+        with self._lock:
+            if self._text_encoder is None:
+                self._text_encoder = self.encoders.get("text")
+            if self._text_encoder is None:
+                import warnings
+
+                from ecomodal.encoders.offline import UntrainedProjectionWarning
+                from ecomodal.encoders.registry import load_encoder
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UntrainedProjectionWarning)
+                    self._text_encoder = load_encoder("text", "minilm", device=self.device)
+            return self._text_encoder
 
     @property
     def cells(self) -> Any:
@@ -221,6 +240,8 @@ class ServedRun:
     def safe_path(self, relative: str) -> Path:
         """A file inside the served folder (or the scratch folder of made layers); anything
         resolving outside them is refused."""
+        if "\x00" in relative:
+            raise UnknownLayerError(f"{relative!r} is not a file name.")
         for root in (self.folder, self.scratch):
             candidate = (root / relative).resolve()
             if candidate.is_relative_to(root) and candidate.is_file():
@@ -246,7 +267,8 @@ class ServedRun:
                 )
         lat_arr = np.asarray(lat, dtype=np.float64)
         lon_arr = np.asarray(lon, dtype=np.float64)
-        return {name: encoders[name].encode(lat=lat_arr, lon=lon_arr) for name in names}
+        with self._lock:  # one model at a time: two cores gain nothing from parallel passes
+            return {name: encoders[name].encode(lat=lat_arr, lon=lon_arr) for name in names}
 
     def complete(
         self,
@@ -281,16 +303,32 @@ class ServedRun:
             result["expected_error"] = np.asarray(out.expected_error)
         return result
 
-    def point_expected_error(self, lat: float, lon: float) -> dict[str, float] | None:
-        """Expected completion error of each modality from the others at a place, or None
-        without a calibrated model and encoders for its modalities."""
+    def point_embeddings(self, lat: float, lon: float) -> tuple[dict[str, np.ndarray], dict]:
+        """The run's embedding of a place per modality ({modality: [dim]}) and where each came
+        from: the encoder at the exact place, except imagery (sat), which is read from the grid
+        cell holding the place when the grid has it (one EfficientNet pass per click saved)."""
+        vectors: dict[str, np.ndarray] = {}
+        sources: dict[str, str] = {}
+        cells = self.cells
+        cell = -1 if cells is None else int(cells.grid.cell_of([lat], [lon])[0])
+        for name in self.encoders:
+            if name == "sat" and cell >= 0 and name in cells.embeddings:
+                vectors[name] = cells.embeddings[name][cell]
+                sources[name] = f"grid cell ({cells.grid.resolution} degrees)"
+            else:
+                vectors[name] = self.embed([lat], [lon], [name])[name][0]
+                sources[name] = "encoder"
+        return vectors, sources
+
+    def expected_errors(self, vectors: Mapping[str, np.ndarray]) -> dict[str, float] | None:
+        """Expected completion error of each modality from the others ({modality: [dim]}
+        vectors of one place), or None without a calibrated model or with one modality."""
         if self.model is None or self.model.calibration is None:
             return None
-        names = [m for m in self.model.modalities if m in self.encoders]
+        names = [m for m in self.model.modalities if m in vectors]
         if len(names) < 2:
             return None
-        vectors = self.embed([lat], [lon], names)
-        rows = {name: np.repeat(vectors[name], len(names), axis=0) for name in names}
+        rows = {name: np.repeat(vectors[name][None], len(names), axis=0) for name in names}
         for i, name in enumerate(names):
             rows[name][i] = np.nan  # row i hides modality i
         out = self.complete(rows)
@@ -300,7 +338,7 @@ class ServedRun:
         slots = [self.model.modalities.index(n) for n in names]
         return {
             name: _finite(error[i, slot])
-            for i, (name, slot) in enumerate(zip(names, slots, strict=False))
+            for i, (name, slot) in enumerate(zip(names, slots, strict=True))
         }
 
     def nearest(
@@ -352,7 +390,7 @@ class ServedRun:
     def point(self, lat: float, lon: float, *, k: int = 5) -> dict[str, Any]:
         """Everything known at a place: each layer's value, covariates, climate zone, land cover,
         country, expected completion error and the k nearest observations."""
-        from ecomodal.geo.labels import country_and_continent, koppen_zone, land_cover
+        from ecomodal.geo.labels import koppen_zone, land_cover
 
         lat_a, lon_a = np.array([lat]), np.array([lon])
         values = {}
@@ -370,7 +408,7 @@ class ServedRun:
             for name in POINT_COVARIATES
             if name in stack.band_names
         }
-        country, continent = country_and_continent(lat_a, lon_a)
+        country, continent = _country_at(lat, lon)
         result: dict[str, Any] = {
             "lat": lat,
             "lon": lon,
@@ -378,20 +416,37 @@ class ServedRun:
             "covariates": covariates,
             "koppen": str(koppen_zone(lat_a, lon_a)[0]),
             "land_cover": str(land_cover(lat_a, lon_a)[1][0]),
-            "country": str(country[0]),
-            "continent": str(continent[0]),
+            "country": country,
+            "continent": continent,
             "expected_error": None,
             "nearest": [],
         }
         if self.encoders:
-            result["expected_error"] = self.point_expected_error(lat, lon)
+            vectors, sources = self.point_embeddings(lat, lon)
+            result["embedded_by"] = sources
+            result["expected_error"] = self.expected_errors(vectors)
             if self.table is not None:
-                modality = next((m for m in self.table.embeddings if m in self.encoders), None)
+                modality = next((m for m in self.table.embeddings if m in vectors), None)
                 if modality is not None:
-                    vector = self.embed([lat], [lon], [modality])[modality][0]
-                    result["nearest"] = self.nearest(vector, modality, k)
+                    result["nearest"] = self.nearest(vectors[modality], modality, k)
                     result["nearest_modality"] = modality
         return result
+
+
+def _country_at(lat: float, lon: float) -> tuple[str, str]:
+    """Country and continent of one place: the polygon holding it (a spatial-index lookup),
+    else :func:`~ecomodal.geo.labels.country_and_continent`'s nearest-country rule."""
+    import shapely
+
+    from ecomodal.geo.labels import country_and_continent, natural_earth_countries
+
+    countries = natural_earth_countries()
+    hits = countries.sindex.query(shapely.Point(lon, lat), predicate="intersects")
+    if len(hits) == 1:
+        row = countries.iloc[int(hits[0])]
+        return str(row["NAME_EN"]), str(row["CONTINENT"])
+    country, continent = country_and_continent(np.array([lat]), np.array([lon]))
+    return str(country[0]), str(continent[0])
 
 
 def _covariates():
