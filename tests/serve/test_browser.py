@@ -240,7 +240,18 @@ def test_a_layer_draws_on_land(explorer):
 
 
 def test_clicking_a_land_cell_opens_a_popup_with_numbers(explorer):
-    selected = explorer.page.get_attribute("#layers li.selected", "data-id")
+    # on the most colourful suitability map (this test's screenshot is the README's)
+    run = explorer.server.run
+
+    def colour(layer_id):
+        layer = run.layer(layer_id)
+        vmin, vmax = layer.value_range()
+        return np.nanmean(np.clip((layer.values[0] - vmin) / (vmax - vmin), 0, 1))
+
+    suitability = [i for i in explorer.layer_ids() if run.layer(i).kind == "suitability"]
+    selected = max(suitability, key=colour)
+    explorer.show_only(selected)
+    explorer.page.click(f'#layers li[data-id="{selected}"] button.title')
     xy, latlon, value = explorer.cells(selected)
     # a land cell near the middle of Africa
     land = np.flatnonzero(np.isfinite(value))
@@ -322,6 +333,21 @@ def test_points_from_a_csv_add_a_layer(explorer, tmp_path):
     page.set_input_files("#csv-background", str(background))
     made = explorer.add_layer_by(lambda: page.click("#csv-form button[type=submit]"))
     assert "presence.csv" in explorer.server.run.layer(made).tags["query"]
+    assert_draws(explorer, made)
+
+
+def test_a_photo_adds_a_layer(explorer, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "canopy.png"
+    Image.new("RGB", (96, 96), (30, 110, 40)).save(photo)
+    page = explorer.page
+    page.set_input_files("#photo-file", str(photo))
+    made = explorer.add_layer_by(lambda: page.click("#photo-form button[type=submit]"))
+    assert "canopy.png" in explorer.server.run.layer(made).title
+    # the answer is shown alone
+    shown = page.eval_on_selector_all("#layers li input:checked", "boxes => boxes.length")
+    assert shown == 1
     assert_draws(explorer, made)
 
 

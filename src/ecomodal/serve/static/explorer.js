@@ -82,7 +82,8 @@
     if (typeof value !== "number") return String(value);
     if (value === 0) return "0";
     const size = Math.abs(value);
-    if (size >= 1000 || size < 0.01) return value.toPrecision(3);
+    if (size >= 1e6 || size < 1e-3) return value.toExponential(2);
+    if (size >= 100) return String(Math.round(value));
     return String(Number(value.toPrecision(3)));
   }
 
@@ -298,6 +299,8 @@
     const body = await work(message, request);
     if (!body) return null;
     const layer = body.layer;
+    // the answer alone on the map (the others stay in the list, a tick away)
+    state.layers.forEach((other) => state.settings.get(other.id).visible && showLayer(other, false));
     addLayer(layer, { visible: true, select: true });
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(`Added “${layer.title}” (${seconds} s).`);
