@@ -8,9 +8,6 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from typer.testing import CliRunner
-
-from ecomodal.cli import app
 
 
 @pytest.mark.slow

@@ -520,3 +520,46 @@ def test_a_server_error_shows_no_traceback(served_run, monkeypatch):
         assert "secret" not in json.dumps(error)
     finally:
         server.stop()
+
+
+def test_the_serve_command_serves_a_quickstart_folder_with_no_flags(reduced_quickstart):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from .conftest import free_port
+
+    folder, _ = reduced_quickstart
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("ECOMODAL_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecomodal", "serve", str(folder), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        assert info.status_code == 200
+        body = info.json()
+        assert body["model"]["modalities"] == ["loc", "env", "sat"]
+        assert body["table"]["rows"] == 2000 and body["grid"]["resolution"] == 5.0
+        assert set(body["encoders"]) == {"loc", "env", "sat"}
+        layers = httpx.get(f"http://127.0.0.1:{port}/api/layers", timeout=30).json()["layers"]
+        assert any(layer["id"] == "uncertainty" for layer in layers)
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out.decode()

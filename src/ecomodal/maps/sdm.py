@@ -180,6 +180,21 @@ class EmbeddingSDM(BaseEstimator):
             return self.model_.predict_proba(X)[:, 1]
         return self.model_.decision_function(X)
 
+    def linear_weights(self) -> tuple[np.ndarray, float]:
+        """(w [D], b) with ``decision_function(X) == X @ w + b`` for the linear classifiers
+        (the standardisation folded in): scoring millions of cells is then one float32 product."""
+        check_is_fitted(self, "model_")
+        if self.classifier == "random_forest":
+            raise InvalidArgumentError("a random forest has no linear weights.")
+        head = self.model_[-1] if hasattr(self.model_, "steps") else self.model_
+        w = np.asarray(head.coef_, dtype=np.float64).ravel()
+        b = float(np.ravel(head.intercept_)[0])
+        if hasattr(self.model_, "steps"):
+            scaler = self.model_[0]
+            w = w / scaler.scale_
+            b -= float(w @ scaler.mean_)
+        return w, b
+
     def predict(self, X: Any) -> np.ndarray:
         """Habitat suitability [N] in [0, 1] (higher = more suitable)."""
         score = self.decision_function(X)

@@ -158,6 +158,8 @@ def points_layer(
 ) -> LayerValues:
     """Suitability from presence points: a logistic presence-vs-background SDM (C =
     ``LAYER_C``) over the cells' principal components of every modality."""
+    from scipy.special import expit
+
     from ecomodal.maps.embedding import sample_cells
     from ecomodal.maps.sdm import EmbeddingSDM
 
@@ -172,7 +174,8 @@ def points_layer(
         raise MapError("background: every background point lies in a presence cell.")
     sdm = EmbeddingSDM(classifier="logistic", C=LAYER_C, seed=seed)
     sdm.fit(cells.features[presence], cells.features[background])
-    values = sdm.predict(cells.features).astype(np.float32)
+    w, b = sdm.linear_weights()
+    values = expit(cells.features @ w.astype(np.float32) + np.float32(b)).astype(np.float32)
     modalities = "+".join(cells.embeddings)
     tags = {
         "kind": "suitability",
