@@ -311,7 +311,15 @@ def test_clicked_points_add_a_layer_that_draws(explorer):
     page.check("input[name=mode][value=background]")
     for i in elsewhere:
         page.locator("#map").click(position={"x": int(xy[i, 0]), "y": int(xy[i, 1])})
-    assert page.inner_text("#point-count").startswith(f"{len(tropics)} presence points")
+    # a point clicked by mistake is clicked again to take it away
+    spare = land[np.abs(latlon[land, 0]) > 30][1]  # not one of the background points
+    page.locator("#map").click(position={"x": int(xy[spare, 0]), "y": int(xy[spare, 1])})
+    assert page.inner_text("#point-count").endswith(
+        f"{len(elsewhere) + 1} background points clicked."
+    )
+    page.locator("#map").click(position={"x": int(xy[spare, 0]), "y": int(xy[spare, 1])})
+    count = page.inner_text("#point-count")
+    assert count == f"{len(tropics)} presence points, {len(elsewhere)} background points clicked."
     made = explorer.add_layer_by(lambda: page.click("#points-make"))
     assert explorer.server.run.layer(made).tags.get("query", "").startswith(f"{len(tropics)}")
     page.click("#points-clear")

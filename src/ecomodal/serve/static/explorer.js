@@ -379,6 +379,14 @@
     return document.querySelector('input[name="mode"]:checked').value;
   }
 
+  // While clicks add points, quick clicks are points, not a double-click zoom.
+  document.querySelectorAll('input[name="mode"]').forEach((input) =>
+    input.addEventListener("change", () => {
+      if (mode() === "inspect") map.doubleClickZoom.enable();
+      else map.doubleClickZoom.disable();
+    }),
+  );
+
   map.on("click", (event) => {
     const { lat } = event.latlng;
     const lon = L.Util.wrapNum(event.latlng.lng, [-180, 180], true);
@@ -394,8 +402,16 @@
         weight: 1.5,
         fillColor: presence ? "#d62728" : "#aaa",
         fillOpacity: 1,
+        bubblingMouseEvents: false, // a click on a point is not also a click on the map
       }).addTo(map);
-      (presence ? state.presence : state.background).push(marker);
+      const list = presence ? state.presence : state.background;
+      list.push(marker);
+      marker.bindTooltip(`${presence ? "presence" : "background"} point (click to remove)`);
+      marker.on("click", () => { // a second click takes the point away
+        map.removeLayer(marker);
+        list.splice(list.indexOf(marker), 1);
+        updatePointButtons();
+      });
       updatePointButtons();
     } else if (kind === "pin") {
       if (state.pin) map.removeLayer(state.pin);
