@@ -359,6 +359,23 @@ def test_a_photo_adds_a_layer(explorer, tmp_path):
     assert_draws(explorer, made)
 
 
+def test_a_refused_question_says_why_and_adds_nothing(explorer, tmp_path):
+    page = explorer.page
+    before = explorer.layer_ids()
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture")
+    page.set_input_files("#photo-file", str(fake))
+    page.click("#photo-form button[type=submit]")
+    page.wait_for_selector("#status.error")
+    explorer.wait()
+    assert "notes.png" in page.inner_text("#status") and "not a readable image" in page.inner_text(
+        "#status"
+    )
+    assert explorer.layer_ids() == before
+    assert page.is_enabled("#text-form button[type=submit]")  # ready for the next question
+    assert not [e for e in explorer.errors if "415" not in e]  # only the refused request logged
+
+
 def test_the_similarity_pin_adds_a_layer(explorer):
     page = explorer.page
     reference = explorer.layer_ids()[0]
