@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ecomodal.errors import EcomodalError, InvalidArgumentError, RunFolderError
 from ecomodal.serve.layers import Layer, value_range
+from ecomodal.serve.page import add_page_routes
 from ecomodal.serve.queries import LayerValues
 from ecomodal.serve.run import ServedRun, UnknownLayerError
 from ecomodal.serve.schemas import CompleteRequest, EmbedRequest, LayerRequest, SearchRequest
@@ -121,6 +122,7 @@ def create_app(
         return response
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    add_page_routes(app, run)
 
     # ------------------------------------------------------------------ layers and tiles
     @app.get("/api/info", summary="What the server has")
