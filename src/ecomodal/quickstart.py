@@ -431,7 +431,7 @@ def draw_maps(
         drawn.append(("expected-error", expected, title, "magma", None, None))
     maps: dict[str, Any] = {}
     for name, grid_map, title, cmap, map_class, truth in drawn:
-        tif = write_map(out / f"{name}.tif", grid_map)
+        tif = write_map(out / f"{name}.tif", grid_map, tags={"title": title, "colormap": cmap})
         png = preview_png(grid_map, out / f"{name}.png", title=title, cmap=cmap)
         values = grid_map.values[0]
         maps[name] = {
