@@ -504,7 +504,13 @@ def test_openapi_schema_lists_every_endpoint(live_server):
     ):
         assert path in paths, path
     assert "multipart/form-data" in schema["paths"]["/api/layers"]["post"]["requestBody"]["content"]
-    assert live_server.client.get("/docs").status_code == 200
+    docs = live_server.client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    # The API page refers to nothing outside the server, and its scripts are served.
+    assert "http://" not in docs.text and "https://" not in docs.text, docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = live_server.client.get(f"/static/vendor/swagger-ui/{asset}")
+        assert response.status_code == 200 and len(response.content) > 10_000
 
 
 def test_a_server_error_shows_no_traceback(served_run, monkeypatch):

@@ -466,3 +466,31 @@ def test_the_page_works_behind_a_token(browser, live_server, served_run, screens
         assert explorer.outside == []
     finally:
         server.stop()
+
+
+def test_the_api_page_renders_offline(browser, live_server, screenshots):
+    origin = urlsplit(live_server.url).netloc
+    context = browser.new_context(viewport=VIEWPORT)
+    outside: list[str] = []
+
+    def only_the_server(route) -> None:
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlsplit(url).netloc == origin:
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(live_server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    paths = page.eval_on_selector_all(
+        ".opblock-summary-path", "items => items.map(i => i.getAttribute('data-path'))"
+    )
+    page.screenshot(path=str(screenshots / "test_the_api_page_renders_offline.png"))
+    context.close()
+    assert {"/api/point", "/api/layers", "/api/search", "/api/complete"} <= set(paths), paths
+    assert outside == [] and errors == [], outside + errors

@@ -59,6 +59,8 @@ def create_app(
         title="ecomodal serve",
         description=f"Maps, search and completion over {run.folder.name}.",
         version=_version(),
+        docs_url=None,
+        redoc_url=None,
     )
     renderer = TileRenderer()
     app.state.run = run
@@ -122,6 +124,21 @@ def create_app(
         return response
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        # Swagger UI from the vendored swagger-ui-dist: the API page works offline too.
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title}: API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+            swagger_ui_parameters={"validatorUrl": None},  # no call to validator.swagger.io
+        )
+
     add_page_routes(app, run)
 
     # ------------------------------------------------------------------ layers and tiles
