@@ -569,3 +569,35 @@ def test_the_serve_command_serves_a_quickstart_folder_with_no_flags(reduced_quic
         process.terminate()
         out, _ = process.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out.decode()
+
+
+def test_a_folder_of_geotiffs_alone_is_served_and_says_what_it_lacks(tmp_path, reduced_quickstart):
+    import shutil
+
+    from ecomodal.serve import ServedRun
+
+    folder, _ = reduced_quickstart
+    bare = tmp_path / "maps-only"
+    (bare / "sub").mkdir(parents=True)
+    shutil.copy(folder / "maps" / "uncertainty.tif", bare / "uncertainty.tif")
+    shutil.copy(folder / "maps" / "suitability-barren.tif", bare / "sub" / "uncertainty.tif")
+    (bare / "notes.tif").write_text("not a raster")
+    run = ServedRun(bare)
+    server = LiveServer(run)
+    try:
+        client = server.client
+        ids = sorted(item["id"] for item in client.get("/api/layers").json()["layers"])
+        assert ids == ["sub-uncertainty", "uncertainty"]  # clashing stems keep their folder
+        info = client.get("/api/info").json()
+        assert info["table"] is None and info["model"] is None and info["grid"] is None
+        assert "notes.tif" in info["skipped_files"]
+        point = client.get("/api/point", params={"lat": 48.1, "lon": 11.5}).json()
+        assert point["values"]["uncertainty"] is not None and point["nearest"] == []
+        assert point["expected_error"] is None and point["country"] == "Germany"
+        _error(client.post("/api/embed", json={"rows": [{"lat": 1, "lon": 2}]}), 409)
+        _error(client.post("/api/complete", json={"rows": [{"lat": 1, "lon": 2}]}), 409)
+        _error(client.post("/api/search", json={"lat": 1, "lon": 2}), 409)
+        _error(client.post("/api/layers", json={"kind": "similar", "lat": 1, "lon": 20}), 409)
+    finally:
+        server.stop()
+        run.close()
