@@ -212,3 +212,33 @@ def test_calibration_for_other_modalities_is_refused(setup, tmp_path):
     (folder / MIX_NAME).write_text(json.dumps(mix))
     with pytest.raises(CheckpointError, match="calibrate"):
         load_model(folder)
+
+
+def test_interval_quantiles_are_cross_fitted_over_spatial_blocks(setup, tmp_path):
+    """With lat/lon, the quantiles come from ratios of error models that never saw the row's
+    block: wider than the random-half ones on the same rows, seeded, and the saved error model
+    is fitted on every calibration row."""
+    from ecomodal.training import calibrate as calibrate_module
+
+    data = make_synthetic(1500, seed=3)
+    index = [data.modalities.index(m) for m in MODALITIES]
+    table = tmp_path / "placed.parquet"
+    write_embeddings(
+        table,
+        ids=data.ids,
+        embeddings={m: data.embeddings[:, i] for m, i in zip(MODALITIES, index, strict=True)},
+        columns={k: data.columns[k] for k in ("split", "lat", "lon")},
+    )
+    quantiles = {}
+    for name, block in (("random-half", None), ("blocks", 10.0), ("blocks-again", 10.0)):
+        folder = tmp_path / name
+        shutil.copytree(setup["plain"], folder)
+        calibrate(folder, table, max_rows_per_set=600, seed=0, block_deg=block)
+        tensors = load_model(folder).calibration.error_model.tensors
+        quantiles[name] = tensors["ratio_quantiles"].numpy()
+    np.testing.assert_array_equal(quantiles["blocks"], quantiles["blocks-again"])
+    assert not np.array_equal(quantiles["blocks"], quantiles["random-half"])
+    # Out-of-block ratios spread more: the 95% ratio quantile is higher on average.
+    levels = list(calibrate_module.LEVELS)
+    top = levels.index(min(levels, key=lambda v: abs(v - 0.95)))
+    assert quantiles["blocks"][:, top].mean() > quantiles["random-half"][:, top].mean()

@@ -80,6 +80,14 @@ def calibrate_command(
     no_uncertainty: Annotated[
         bool, typer.Option("--no-uncertainty", help="Fit the completion mix only.")
     ] = False,
+    block_deg: Annotated[
+        float,
+        typer.Option(
+            help="Interval quantiles cross-fitted over spatial blocks of this size (degrees; "
+            "0: a random half of the rows, as before).",
+            min=0,
+        ),
+    ] = 10.0,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Fit retrieval-augmented completion and the uncertainty model (expected error, intervals)."""
@@ -94,6 +102,7 @@ def calibrate_command(
         out=out,
         max_neighbours=max_neighbours,
         error_model=not no_uncertainty,
+        block_deg=block_deg or None,
         seed=seed,
     )
     report = result.report

@@ -70,6 +70,7 @@ def calibrate(
     error_model: bool = True,
     keep_calibration_rows: bool = True,
     rows: tuple[np.ndarray, np.ndarray] | None = None,
+    block_deg: float | None = 10.0,
     seed: int = 0,
     show_progress: bool = False,
 ) -> CalibrationResult:
@@ -81,7 +82,11 @@ def calibrate(
     ``split_column == split`` calibrate; rows with ``"train"`` are the neighbours. A table without
     that column splits its rows as ``train_prom3e`` does (a seeded 10% calibrates, the rest are
     neighbours); ``rows=(calibration_rows, neighbour_rows)`` gives the row indices directly.
-    ``split`` is the ``--split`` of ``ecomodal calibrate``. Once fitted, the saved bank also
+    ``split`` is the ``--split`` of ``ecomodal calibrate``. With ``block_deg`` and lat/lon
+    columns, the interval quantiles come from ratios cross-fitted over 5 folds of whole
+    ``block_deg`` spatial blocks (each from an error model that never saw the row's block) and
+    the saved error model is fitted on every calibration row; without, the error model is
+    fitted on a random half and the quantiles on the other. Once fitted, the saved bank also
     holds the calibration rows (``keep_calibration_rows``), so a completion can draw on every
     labelled row. Writes ``neighbours.safetensors``,
     ``completion.json`` and (with ``error_model``) ``uncertainty.safetensors`` +
@@ -148,7 +153,15 @@ def calibrate(
         "calibration_rows": int(len(cal_rows)),
         "pairs": _pair_report(samples["check"], modalities),
     }
-    if error_model:
+    if error_model and block_deg is not None and _has_places(batch):
+        # Cross-fitted by spatial blocks: every ratio comes from an error model that never saw
+        # the row's block, as at new places; the saved model is fitted on every row.
+        both = {k: torch.cat([samples["fit"][k], samples["check"][k]]) for k in samples["fit"]}
+        ratio = _cross_fitted_ratios(both, modalities, batch, block_deg, seed)
+        calibration.error_model = _fit_error_model(both, modalities)
+        _conformal(calibration, both, ratio)
+        report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
+    elif error_model:
         calibration.error_model = _fit_error_model(samples["fit"], modalities)
         _conformal(calibration, samples["check"])
         report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
@@ -397,7 +410,9 @@ class _RankCheck:
 
 def _samples(calibration, completions, stacked, present, part) -> dict[str, torch.Tensor]:
     """Features, errors and identities of every (row, completed modality) in a part."""
-    chunks: dict[str, list] = {k: [] for k in ("features", "error", "own_error", "target", "set")}
+    chunks: dict[str, list] = {
+        k: [] for k in ("features", "error", "own_error", "target", "set", "row")
+    }
     n_mod = len(calibration.bank.modalities)
     for vis, done in completions.items():
         idx = done[part]
@@ -419,6 +434,7 @@ def _samples(calibration, completions, stacked, present, part) -> dict[str, torc
         chunks["own_error"].append(own_error[r, t])
         chunks["target"].append(t)
         chunks["set"].append(torch.full_like(t, sum(1 << m for m in vis)))
+        chunks["row"].append(torch.as_tensor(rows)[r])
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 
@@ -472,12 +488,40 @@ def _predict_samples(model: ErrorModel, samples, modalities) -> torch.Tensor:
     return out
 
 
-def _conformal(calibration: Calibration, samples) -> None:
+def _has_places(batch: Any) -> bool:
+    names = [] if batch.columns is None else batch.columns.column_names
+    return "lat" in names and "lon" in names
+
+
+def _cross_fitted_ratios(samples, modalities, batch, block_deg: float, seed: int) -> np.ndarray:
+    """Observed / expected error of every sample, the expectation from an error model fitted
+    on the other folds of whole ``block_deg`` spatial blocks (5 folds)."""
+    from ecomodal.data.splits import block_ids
+
+    rows = samples["row"].numpy()
+    block = block_ids(batch.column("lat")[rows], batch.column("lon")[rows], block_deg)
+    fold_of_block = np.random.default_rng([seed, 9]).permutation(block.max() + 1) % 5
+    fold = torch.as_tensor(fold_of_block[block])
+    ratio = np.empty(len(rows))
+    for f in range(5):
+        held = fold == f
+        if not bool(held.any()):
+            continue
+        rest = {k: v[~held] for k, v in samples.items()}
+        part = {k: v[held] for k, v in samples.items()}
+        model = _fit_error_model(rest, modalities)
+        ratio[held.numpy()] = (part["error"] / _predict_samples(model, part, modalities)).numpy()
+    return ratio
+
+
+def _conformal(calibration: Calibration, samples, ratio: np.ndarray | None = None) -> None:
     """Quantiles of observed / expected error per key on the check rows (a key with fewer than
-    30 check rows takes its completed modality's pooled quantiles)."""
+    30 check rows takes its completed modality's pooled quantiles); ``ratio``: the ratios,
+    when they come from elsewhere (cross-fitting)."""
     model = calibration.error_model
     modalities = calibration.bank.modalities
-    ratio = (samples["error"] / _predict_samples(model, samples, modalities)).numpy()
+    if ratio is None:
+        ratio = (samples["error"] / _predict_samples(model, samples, modalities)).numpy()
     groups = _keyed_groups(samples, modalities)
     pooled = np.quantile(ratio, LEVELS)
     table = []
