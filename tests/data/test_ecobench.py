@@ -79,6 +79,10 @@ def test_labels_agree_with_the_packages_own_lookups():
     country, continent = country_and_continent([48.137, -33.87, 0.0], [11.575, 151.21, -30.0])
     assert list(country) == ["Germany", "Australia", "none"]
     assert list(continent) == ["Europe", "Oceania", "none"]
+    # A point at sea off Marseille takes the nearest country; one inside a polygon its own, in
+    # one call (both paths: the spatial index and the nearest-country join).
+    country, _ = country_and_continent([43.15, 48.137], [5.35, 11.575])
+    assert list(country) == ["France", "Germany"]
 
 
 def test_spatial_split_keeps_blocks_whole_and_random_split_is_80_10_10():

@@ -156,22 +156,35 @@ def country_and_continent(
     lat: np.ndarray, lon: np.ndarray, *, max_distance_deg: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Country (English name) and continent at the points; points off the coast take the nearest
-    country within ``max_distance_deg``, others ``'none'``."""
+    country within ``max_distance_deg``, others ``'none'``.
+
+    A point inside exactly one polygon takes it from the spatial index (the nearest country,
+    at distance 0); only the others go through the nearest-country join.
+    """
     import warnings
 
     import geopandas
 
     countries = natural_earth_countries()
-    points = geopandas.GeoDataFrame(
-        geometry=geopandas.points_from_xy(np.asarray(lon, float), np.asarray(lat, float)),
-        crs="EPSG:4326",
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # distances in degrees are what we want here
-        joined = geopandas.sjoin_nearest(
-            points, countries, how="left", max_distance=max_distance_deg
-        )
-    joined = joined[~joined.index.duplicated(keep="first")].sort_index()
-    country = joined["NAME_EN"].fillna("none").to_numpy(dtype=object)
-    continent = joined["CONTINENT"].fillna("none").to_numpy(dtype=object)
+    names = countries["NAME_EN"].to_numpy(dtype=object)
+    continents = countries["CONTINENT"].to_numpy(dtype=object)
+    points = geopandas.points_from_xy(np.asarray(lon, float), np.asarray(lat, float))
+    country = np.full(len(points), "none", dtype=object)
+    continent = np.full(len(points), "none", dtype=object)
+    point_of, polygon_of = countries.sindex.query(points, predicate="intersects")
+    inside_one = np.bincount(point_of, minlength=len(points)) == 1
+    single = inside_one[point_of]
+    country[point_of[single]] = names[polygon_of[single]]
+    continent[point_of[single]] = continents[polygon_of[single]]
+    rest = np.flatnonzero(~inside_one)
+    if len(rest):
+        frame = geopandas.GeoDataFrame(geometry=points[rest], crs="EPSG:4326")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # distances in degrees are what we want here
+            joined = geopandas.sjoin_nearest(
+                frame, countries, how="left", max_distance=max_distance_deg
+            )
+        joined = joined[~joined.index.duplicated(keep="first")].sort_index()
+        country[rest] = joined["NAME_EN"].fillna("none").to_numpy(dtype=object)
+        continent[rest] = joined["CONTINENT"].fillna("none").to_numpy(dtype=object)
     return country, continent
