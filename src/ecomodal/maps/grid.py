@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -168,6 +168,23 @@ def make_grid(
                 "pass land_only=False to map sea cells too."
             )
     return Grid(west, north, float(resolution), width, height, bool(land_only), mask)
+
+
+def grid_from_definition(definition: Mapping[str, Any]) -> Grid:
+    """The grid that :meth:`Grid.definition` describes (e.g. in a grid cache's key); a
+    GridStoreError when rebuilding it no longer gives its cells."""
+    from ecomodal.errors import GridStoreError
+
+    west, north = float(definition["west"]), float(definition["north"])
+    res = float(definition["resolution"])
+    bbox = (west, north - definition["height"] * res, west + definition["width"] * res, north)
+    grid = make_grid(bbox, resolution=res, land_only=bool(definition["land_only"]))
+    if grid.num_cells != definition["cells"]:
+        raise GridStoreError(
+            f"the cached grid has {definition['cells']} cells but rebuilding it gives "
+            f"{grid.num_cells}; delete the grid cache."
+        )
+    return grid
 
 
 def default_cache_dir() -> Path:

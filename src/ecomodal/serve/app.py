@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ecomodal.errors import EcomodalError, InvalidArgumentError, RunFolderError
-from ecomodal.serve.layers import Layer, value_range
+from ecomodal.serve.layers import DEFAULT_COLORMAPS, Layer, value_range
 from ecomodal.serve.page import add_page_routes
 from ecomodal.serve.queries import LayerValues
 from ecomodal.serve.run import ServedRun, UnknownLayerError
@@ -63,7 +63,6 @@ def create_app(
         redoc_url=None,
     )
     renderer = TileRenderer()
-    app.state.run = run
 
     def error(status: int, message: str, field: str | None = None) -> JSONResponse:
         return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
@@ -506,7 +505,7 @@ def _add_layer(run: ServedRun, made: LayerValues) -> Layer:
         height=grid.height,
         tags={**made.tags, "grid_encoders": cells.encoder_ids},
         made=True,
-        colormap="viridis",
+        colormap=DEFAULT_COLORMAPS.get(made.kind, "viridis"),
         units=made.units,
         vmin=vmin,
         vmax=vmax,

@@ -134,13 +134,11 @@ class Layer:
 
 def read_layer_values(path: Path | None) -> np.ndarray:
     """All bands of a GeoTIFF as float32 [bands, height, width], its nodata as NaN."""
-    import rasterio
+    from ecomodal.io.rasters import read_raster
 
     if path is None:
         raise RasterFormatError("a made layer has no file to read")
-    with rasterio.open(path) as dataset:
-        values = dataset.read(masked=True).astype(np.float32)
-    return np.ma.filled(values, np.nan)
+    return read_raster(path).values
 
 
 def value_range(values: np.ndarray, *, rgb: bool = False) -> tuple[float, float]:
@@ -212,7 +210,7 @@ def _tag_value(text: str) -> Any:
         return text
 
 
-def open_layer(path: Path, layer_id: str, *, made: bool = False) -> Layer:
+def open_layer(path: Path, layer_id: str) -> Layer:
     """A layer over one GeoTIFF (values read on first use); a clear error if it cannot be one."""
     import rasterio
 
@@ -245,7 +243,6 @@ def open_layer(path: Path, layer_id: str, *, made: bool = False) -> Layer:
         height=int(height),
         tags=tags,
         path=path,
-        made=made,
         colormap=str(tags.get("colormap") or DEFAULT_COLORMAPS.get(kind, "viridis")),
         units=str(tags.get("units") or DEFAULT_UNITS.get(kind, "")),
         vmin=float(vmin) if isinstance(vmin, (int, float)) else None,

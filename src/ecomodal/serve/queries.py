@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ecomodal.errors import InvalidArgumentError, MapError
+from ecomodal.vectors import normalise
 
 #: Principal axes kept per modality for the layer SDM.
 N_COMPONENTS = 64
@@ -57,6 +58,7 @@ class GridCells:
         when the folder holds no complete store."""
         from ecomodal.errors import GridStoreError
         from ecomodal.io.grids import EmbeddingStore
+        from ecomodal.maps.grid import grid_from_definition
 
         folder = Path(folder)
         if not folder.is_dir():
@@ -76,11 +78,10 @@ class GridCells:
             return None
         best = max(groups.values(), key=lambda g: (len(g["stores"]), g["grid"]["cells"]))
         grid = grid_from_definition(best["grid"])
-        embeddings = {}
-        for modality, (store, _) in sorted(best["stores"].items()):
-            values = store.read().astype(np.float32)
-            values /= np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
-            embeddings[modality] = values
+        embeddings = {
+            modality: normalise(store.read().astype(np.float32))
+            for modality, (store, _) in sorted(best["stores"].items())
+        }
         encoder_ids = {m: enc for m, (_, enc) in best["stores"].items()}
         return cls(grid, embeddings, encoder_ids, principal_features(embeddings))
 
@@ -98,23 +99,6 @@ class GridCells:
                 f"{self.grid.resolution}-degree {'land ' if self.grid.land_only else ''}grid."
             )
         return on, int((cells < 0).sum())
-
-
-def grid_from_definition(definition: Mapping[str, Any]) -> Any:
-    """The grid a store's key describes (a GridStoreError when its cells no longer match)."""
-    from ecomodal.errors import GridStoreError
-    from ecomodal.maps.grid import make_grid
-
-    west, north = float(definition["west"]), float(definition["north"])
-    res = float(definition["resolution"])
-    bbox = (west, north - definition["height"] * res, west + definition["width"] * res, north)
-    grid = make_grid(bbox, resolution=res, land_only=bool(definition["land_only"]))
-    if grid.num_cells != definition["cells"]:
-        raise GridStoreError(
-            f"the cached grid has {definition['cells']} cells but rebuilding it gives "
-            f"{grid.num_cells}; delete the grid cache."
-        )
-    return grid
 
 
 def principal_features(embeddings: Mapping[str, np.ndarray], seed: int = 0) -> np.ndarray:
@@ -241,7 +225,7 @@ def unit_query(vector: Any, dim: int, against: str, field: str) -> np.ndarray:
     vector = np.asarray(vector, dtype=np.float32).ravel()
     if vector.shape[0] != dim:
         raise InvalidArgumentError(f"{field}: {vector.shape[0]} values; {against} have {dim}.")
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return normalise(vector)
 
 
 def _cosine(cells: GridCells) -> str:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +52,17 @@ class ObservationTable:
     """An embedding table in memory: ids, lat/lon, label columns and normalised embeddings."""
 
     def __init__(self, path: Path):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from ecomodal.modalities import MODALITIES
+        from ecomodal.io.reader import as_batch
+        from ecomodal.vectors import normalise
 
         self.path = path
-        table = pq.read_table(path)
-        if "id" not in table.column_names:
-            raise RunFolderError(f"{path} has no 'id' column, so it cannot be searched.")
-        self.ids = np.asarray(table.column("id").to_pylist(), dtype=object)
-        self.embeddings: dict[str, np.ndarray] = {}
+        batch = as_batch(path)  # the embedding-table format, checked by the I/O layer
+        self.ids = batch.ids
+        self.embeddings = {name: normalise(v) for name, v in batch.embeddings.items()}
         self.labels: dict[str, list[Any]] = {}
-        for name, column in zip(table.column_names, table.columns, strict=True):
-            kind = column.type
-            if name in MODALITIES and pa.types.is_fixed_size_list(kind):
-                values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                vectors = values.reshape(len(table), kind.list_size).astype(np.float32)
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                self.embeddings[name] = vectors / np.maximum(norms, 1e-12)
-            elif name != "id" and name not in HIDDEN_COLUMNS and _is_scalar(kind):
+        for name in [] if batch.columns is None else batch.columns.column_names:
+            column = batch.columns.column(name)
+            if name not in HIDDEN_COLUMNS and _is_scalar(column.type):
                 self.labels[name] = column.to_pylist()
         self._row_of: dict[str, int] | None = None
 
@@ -201,10 +193,12 @@ class ServedRun:
 
     def info(self) -> dict[str, Any]:
         """What the server has: folder name, layers, table, model, encoders, grid."""
+        from ecomodal.models.calibration import has_uncertainty_model
+
         cells = self.cells
         return {
             "folder": self.folder.name,
-            "layers": len(self.layers) + len(self.made.all()),
+            "layers": len(self.all_layers()),
             "skipped_files": self.skipped,
             "table": None
             if self.table is None
@@ -218,7 +212,7 @@ class ServedRun:
             if self.model is None
             else {
                 "modalities": list(self.model.modalities),
-                "expected_error": self.model.calibration is not None,
+                "expected_error": has_uncertainty_model(self.model),
             },
             "encoders": {m: e.id for m, e in self.encoders.items()},
             "grid": None if cells is None else cells.describe(),
@@ -323,7 +317,9 @@ class ServedRun:
     def expected_errors(self, vectors: Mapping[str, np.ndarray]) -> dict[str, float] | None:
         """Expected completion error of each modality from the others ({modality: [dim]}
         vectors of one place), or None without a calibrated model or with one modality."""
-        if self.model is None or self.model.calibration is None:
+        from ecomodal.models.calibration import has_uncertainty_model
+
+        if not has_uncertainty_model(self.model):
             return None
         names = [m for m in self.model.modalities if m in vectors]
         if len(names) < 2:
@@ -331,10 +327,7 @@ class ServedRun:
         rows = {name: np.repeat(vectors[name][None], len(names), axis=0) for name in names}
         for i, name in enumerate(names):
             rows[name][i] = np.nan  # row i hides modality i
-        out = self.complete(rows)
-        if out["expected_error"] is None:
-            return None
-        error = out["expected_error"]
+        error = self.complete(rows)["expected_error"]
         slots = [self.model.modalities.index(n) for n in names]
         return {
             name: _finite(error[i, slot])
@@ -388,7 +381,7 @@ class ServedRun:
     def point(self, lat: float, lon: float, *, k: int = 5) -> dict[str, Any]:
         """Everything known at a place: each layer's value, covariates, climate zone, land cover,
         country, expected completion error and the k nearest observations."""
-        from ecomodal.geo.labels import koppen_zone, land_cover
+        from ecomodal.geo.labels import country_and_continent, koppen_zone, land_cover
 
         lat_a, lon_a = np.array([lat]), np.array([lon])
         values = {}
@@ -406,7 +399,7 @@ class ServedRun:
             for name in POINT_COVARIATES
             if name in stack.band_names
         }
-        country, continent = _country_at(lat, lon)
+        country, continent = (str(v[0]) for v in country_and_continent(lat_a, lon_a))
         result: dict[str, Any] = {
             "lat": lat,
             "lon": lon,
@@ -431,32 +424,12 @@ class ServedRun:
         return result
 
 
-def _country_at(lat: float, lon: float) -> tuple[str, str]:
-    """Country and continent of one place: the polygon holding it (a spatial-index lookup),
-    else :func:`~ecomodal.geo.labels.country_and_continent`'s nearest-country rule."""
-    import shapely
-
-    from ecomodal.geo.labels import country_and_continent, natural_earth_countries
-
-    countries = natural_earth_countries()
-    hits = countries.sindex.query(shapely.Point(lon, lat), predicate="intersects")
-    if len(hits) == 1:
-        row = countries.iloc[int(hits[0])]
-        return str(row["NAME_EN"]), str(row["CONTINENT"])
-    country, continent = country_and_continent(np.array([lat]), np.array([lon]))
-    return str(country[0]), str(continent[0])
-
-
+@cache
 def _covariates():
+    """The default covariate stack, opened once per process."""
     from ecomodal.geo.covariates import CovariateStack
 
-    global _STACK
-    if _STACK is None:
-        _STACK = CovariateStack.open()
-    return _STACK
-
-
-_STACK = None
+    return CovariateStack.open()
 
 
 def _finite(value: Any) -> float | None:
