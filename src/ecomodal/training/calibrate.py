@@ -153,17 +153,19 @@ def calibrate(
         "calibration_rows": int(len(cal_rows)),
         "pairs": _pair_report(samples["check"], modalities),
     }
-    if error_model and block_deg is not None and _has_places(batch):
-        # Cross-fitted by spatial blocks: every ratio comes from an error model that never saw
-        # the row's block, as at new places; the saved model is fitted on every row.
+    if error_model:
         both = {k: torch.cat([samples["fit"][k], samples["check"][k]]) for k in samples["fit"]}
-        ratio = _cross_fitted_ratios(both, modalities, batch, block_deg, seed)
-        calibration.error_model = _fit_error_model(both, modalities)
-        _conformal(calibration, both, ratio)
-        report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
-    elif error_model:
-        calibration.error_model = _fit_error_model(samples["fit"], modalities)
-        _conformal(calibration, samples["check"])
+        ratio = None
+        if block_deg is not None and _has_places(batch):
+            ratio = _cross_fitted_ratios(both, modalities, batch, block_deg, seed)
+        if ratio is not None:
+            # Cross-fitted by spatial blocks: every ratio comes from an error model that never
+            # saw the row's block, as at new places; the saved model is fitted on every row.
+            calibration.error_model = _fit_error_model(both, modalities)
+            _conformal(calibration, both, ratio)
+        else:
+            calibration.error_model = _fit_error_model(samples["fit"], modalities)
+            _conformal(calibration, samples["check"])
         report["uncertainty"] = _uncertainty_report(calibration, samples["check"])
     if keep_calibration_rows:
         # Fitted: the saved bank also holds the calibration rows (every labelled row a user
@@ -493,20 +495,23 @@ def _has_places(batch: Any) -> bool:
     return "lat" in names and "lon" in names
 
 
-def _cross_fitted_ratios(samples, modalities, batch, block_deg: float, seed: int) -> np.ndarray:
+def _cross_fitted_ratios(
+    samples, modalities, batch, block_deg: float, seed: int
+) -> np.ndarray | None:
     """Observed / expected error of every sample, the expectation from an error model fitted
-    on the other folds of whole ``block_deg`` spatial blocks (5 folds)."""
-    from ecomodal.data.splits import block_ids
+    on the other folds of whole ``block_deg`` spatial blocks (5 folds, balanced by
+    :func:`~ecomodal.data.splits.spatial_block_folds`); None when the rows hold one block."""
+    from ecomodal.data.splits import block_ids, spatial_block_folds
 
     rows = samples["row"].numpy()
-    block = block_ids(batch.column("lat")[rows], batch.column("lon")[rows], block_deg)
-    fold_of_block = np.random.default_rng([seed, 9]).permutation(block.max() + 1) % 5
-    fold = torch.as_tensor(fold_of_block[block])
+    lat, lon = batch.column("lat")[rows], batch.column("lon")[rows]
+    n_folds = min(5, len(np.unique(block_ids(lat, lon, block_deg))))
+    if n_folds < 2:  # one block: no place is new to any fold, so plain halves it is
+        return None
+    fold = torch.as_tensor(spatial_block_folds(lat, lon, block_deg, n_folds, seed=[seed, 9]))
     ratio = np.empty(len(rows))
-    for f in range(5):
-        held = fold == f
-        if not bool(held.any()):
-            continue
+    for f in range(n_folds):
+        held = fold == f  # never empty: every fold holds a block
         rest = {k: v[~held] for k, v in samples.items()}
         part = {k: v[held] for k, v in samples.items()}
         model = _fit_error_model(rest, modalities)
