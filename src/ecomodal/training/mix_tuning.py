@@ -139,7 +139,8 @@ class RankCheck:
         truth = truth[self.pick]
         self.own = (own[self.pick] @ truth.T).numpy()  # [S, S]
         self.mean = (truth @ mean).numpy()  # [S]
-        self.neighbours = torch.einsum("skd,jd->skj", neighbours[self.pick], truth)  # [S, K, S]
+        self.truth = truth
+        self.neighbours = neighbours  # [N, K, D], every fit row's (no [S, K, S] dots are kept)
 
     @staticmethod
     def _recall(scores: np.ndarray) -> float:
@@ -152,8 +153,8 @@ class RankCheck:
         """R@10 of every ``grid`` weighting; the neighbours' average (softmax ``weights``
         [N, k]) is divided by its ``norm`` [N], as the completion normalises it."""
         k = weights.shape[1]
-        avg = torch.einsum("sk,skj->sj", weights[self.pick], self.neighbours[:, :k])
-        avg = (avg / norm[self.pick, None]).numpy()
+        avg = torch.einsum("nk,nkd->nd", weights, self.neighbours[:, :k])[self.pick]
+        avg = ((avg / norm[self.pick, None]) @ self.truth.T).numpy()  # [S, S]
         out = np.empty(len(grid))
         for g, (a, b, c) in enumerate(grid):
             out[g] = self._recall(a * self.own + b * avg + c * self.mean[None, :])
