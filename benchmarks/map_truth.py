@@ -103,9 +103,7 @@ def run_benchmark(run: Path, work: Path, *, seed: int = 0, held_out_classes: boo
         }
     mean_auc = float(np.mean([c["maps"]["default"]["auc"] for c in classes.values()]))
     held_out = (
-        _held_out_classes(
-            fit, grid, cell_classes, rows, encoders, model, work / "grid-cache", seed=seed
-        )
+        _held_out_classes(fit, cell_classes, table, model, bound, work, config)
         if held_out_classes
         else None
     )
@@ -143,33 +141,40 @@ HELD_OUT_MIN_PLACES, HELD_OUT_MIN_CELLS = 30, 20
 NOT_HABITATS = ("water", "urban and built-up", "snow and ice")
 
 
-def _held_out_classes(fit, grid, cell_classes, rows, encoders, model, cache, *, seed: int) -> dict:
+def _held_out_classes(fit, cell_classes, table, model, bound, work, config) -> dict:
     """The default map against MODIS and the covariate baselines for every other land-cover
     class with enough places and cells: classes no design choice of the default SDM looked at,
-    so its AUC there is an honest check that the default is not tuned to the five."""
-    from ecomodal.maps import species_map
-    from ecomodal.maps.truth import MAP_CLASSES, covariate_baselines, score_against_land_cover
+    so its AUC there is an honest check that the default is not tuned to the five. The maps are
+    the quickstart's own (:func:`~ecomodal.quickstart.draw_maps` with these classes)."""
+    from dataclasses import replace
 
-    out = {}
-    for map_class in sorted(set(fit["land_cover"]) - set(MAP_CLASSES) - set(NOT_HABITATS)):
-        places = fit[fit["land_cover"] == map_class]
-        n_cells = int((cell_classes == map_class).sum())
-        if len(places) < HELD_OUT_MIN_PLACES or n_cells < HELD_OUT_MIN_CELLS:
-            continue
-        lat, lon = places["lat"].to_numpy(), places["lon"].to_numpy()
-        default = species_map(
-            grid, points=(lat, lon), encoders=encoders, model=model,
-            visible=["loc", "env", "sat"], cache_dir=cache, seed=seed, show_progress=False,
-        )  # fmt: skip
-        maps = {"default": default.values[0]}
-        maps.update(covariate_baselines(lat, lon, grid.lat[rows], grid.lon[rows], grid, seed=seed))
-        aucs = {
-            name: float(score_against_land_cover(values, cell_classes, map_class)["auc"])
-            for name, values in maps.items()
-        }
-        out[map_class] = {"n_presence": len(places), "n_class_cells": n_cells, "auc": aucs}
-    if not out:
+    from ecomodal.maps.truth import MAP_CLASSES
+    from ecomodal.quickstart import draw_maps
+
+    held = [
+        name
+        for name in sorted(set(fit["land_cover"]) - set(MAP_CLASSES) - set(NOT_HABITATS))
+        if (fit["land_cover"] == name).sum() >= HELD_OUT_MIN_PLACES
+        and (cell_classes == name).sum() >= HELD_OUT_MIN_CELLS
+    ]
+    if not held:
         return {}
+    config = replace(config, map_classes=tuple(held))
+    maps = draw_maps(table, model, bound, work, config, show_progress=False)
+    out = {}
+    for entry in maps.values():
+        if not isinstance(entry, dict) or entry.get("class") not in held:
+            continue
+        truth = entry["against_modis"]
+        out[entry["class"]] = {
+            "n_presence": int((fit["land_cover"] == entry["class"]).sum()),
+            "n_class_cells": int(truth["n_class_cells"]),
+            "auc": {
+                "default": float(truth["auc"]),
+                **{name: float(b["auc"]) for name, b in truth["baselines"].items()},
+            },
+        }
+    out = dict(sorted(out.items()))
     names = list(next(iter(out.values()))["auc"])
     return {
         "classes": out,
