@@ -28,11 +28,9 @@ def test_rank_check_matches_explicit_completions():
     neighbours[: n // 2] = F.normalize(truth[: n // 2, None] + 0.1 * neighbours[: n // 2], dim=-1)
     mean = F.normalize(truth.mean(0) + 0.3, dim=-1)
     weights = torch.softmax(torch.randn(n, k, generator=gen) * 3, dim=1)
-    raw = torch.einsum("nk,nkd->nd", weights, neighbours)
-    norm = raw.norm(dim=-1)
     check = RankCheck(own, truth, mean, neighbours, seed=0, size=n)
     grid = weight_grid()
-    got = check.recall_at_10(weights, norm, grid)
+    got = check.recall_at_10(weights, grid)
     want = np.array(
         [_explicit_recall(own, truth, mean, neighbours, weights, tuple(g)) for g in grid]
     )

@@ -32,6 +32,7 @@ from ecomodal.models.calibration import (
     Calibration,
     CompletionMix,
     ErrorModel,
+    MixEntry,
     NeighbourBank,
     visible_key,
 )
@@ -125,7 +126,7 @@ def calibrate(
         )
     sets = _visible_sets(present[cal_rows], modalities)
     completions = {}
-    entries: dict[str, Any] = {}
+    entries: dict[str, MixEntry] = {}
     with progress_bar("Calibrating visible sets", len(sets), enabled=show_progress) as advance:
         for index, vis in enumerate(sets):
             rows = _rows_with(present, vis, fit_rows, check_rows, max_rows_per_set, rng)

@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ecomodal.models.calibration import MixEntry, NeighbourBank, visible_key
 
@@ -56,7 +57,7 @@ def tune_mix(bank: NeighbourBank, done, stacked, present, vis, modalities) -> di
         }
         available = bank.present[index[has], target]
         ranks = RankCheck(own, truth, mean, nb, seed=len(entries))
-        cosines, weights_of, norms_of = {}, {}, {}
+        cosines, weights_of = {}, {}
         for k, temperature in itertools.product(K_GRID, TEMPERATURE_GRID):
             logits = (sims[has, :k] / temperature).masked_fill(~available[:, :k], float("-inf"))
             w = torch.softmax(logits, dim=1).nan_to_num(0.0)
@@ -66,7 +67,6 @@ def tune_mix(bank: NeighbourBank, done, stacked, present, vis, modalities) -> di
             gram = _gram(avg["own"], fixed["own_mean"], avg["mean"])
             cosines[k, temperature] = _grid_cosines(to_truth.numpy(), gram, grid)
             weights_of[k, temperature] = w
-            norms_of[k, temperature] = norm
         # R@10 only for the candidates within reach of the best cosine (the costly part).
         floor = max(float(c.max()) for c in cosines.values()) - COSINE_SLACK
         candidates = []
@@ -74,9 +74,7 @@ def tune_mix(bank: NeighbourBank, done, stacked, present, vis, modalities) -> di
             near = np.flatnonzero(cosine >= floor)
             if len(near) == 0:
                 continue
-            recall = ranks.recall_at_10(
-                weights_of[k, temperature], norms_of[k, temperature], grid[near]
-            )
+            recall = ranks.recall_at_10(weights_of[k, temperature], grid[near])
             candidates.extend(
                 (
                     float(cosine[g]),
@@ -100,6 +98,7 @@ def _gram(own_avg: torch.Tensor, own_mean: torch.Tensor, avg_mean: torch.Tensor)
 
 
 def weight_grid() -> np.ndarray:
+    """Every (ProM3E, neighbours, mean) weighting on the simplex in steps of ``WEIGHT_STEP``."""
     steps = int(round(1 / WEIGHT_STEP))
     grid = [
         (a / steps, b / steps, (steps - a - b) / steps)
@@ -147,14 +146,12 @@ class RankCheck:
         own = np.diagonal(scores, axis1=-2, axis2=-1)[..., None]
         return (np.sum(scores > own, axis=-1) < 10).mean(-1)
 
-    def recall_at_10(
-        self, weights: torch.Tensor, norm: torch.Tensor, grid: np.ndarray
-    ) -> np.ndarray:
-        """R@10 of every ``grid`` weighting; the neighbours' average (softmax ``weights``
-        [N, k]) is divided by its ``norm`` [N], as the completion normalises it."""
+    def recall_at_10(self, weights: torch.Tensor, grid: np.ndarray) -> np.ndarray:
+        """R@10 of every ``grid`` weighting, with the neighbours' softmax (``weights`` [N, k])
+        average normalised, as the completion uses it."""
         k = weights.shape[1]
         avg = torch.einsum("nk,nkd->nd", weights, self.neighbours[:, :k])[self.pick]
-        avg = ((avg / norm[self.pick, None]) @ self.truth.T).numpy()  # [S, S]
+        avg = (F.normalize(avg, dim=-1) @ self.truth.T).numpy()  # [S, S]
         out = np.empty(len(grid))
         for g, (a, b, c) in enumerate(grid):
             out[g] = self._recall(a * self.own + b * avg + c * self.mean[None, :])
