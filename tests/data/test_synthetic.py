@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ecomodal.data.synthetic import SyntheticConfig, make_synthetic
+from ecomodal.data.synthetic import SyntheticConfig, make_synthetic, redraw_modality
+from ecomodal.errors import InvalidArgumentError
 from ecomodal.modalities import MODALITIES
 
 
@@ -85,3 +86,35 @@ def test_information_structure(world):
     species_from_loc = (train.species[_nearest(test, train, "loc")] == test.species).mean()
     assert species_from_image > 5 / 50 and species_from_loc > 5 / 50  # far above chance
     assert species_from_loc < 0.8  # places are shared by several species
+
+
+def _cosine_to_original(data, redrawn, modality):
+    return (redrawn * data.embeddings[:, MODALITIES.index(modality)]).sum(-1).mean()
+
+
+def test_redraw_keeps_what_it_is_told_to_keep():
+    config = SyntheticConfig(n_species=20, dim=64)
+    data = make_synthetic(500, config=config, seed=2)
+
+    def redraw(modality, **keep):
+        return redraw_modality(500, modality, draws=2, config=config, seed=2, **keep)
+
+    # Text is the species and nothing else: a new place and individual change nothing.
+    text = redraw("text", keep_individual=False, keep_place=False)
+    np.testing.assert_allclose(text[0], data.embeddings[:, MODALITIES.index("text")], atol=1e-6)
+    # loc: the same place with a fresh 0.05 noise; a fresh place in the species' range is far.
+    same_place = _cosine_to_original(data, redraw("loc", keep_individual=True)[0], "loc")
+    new_place = _cosine_to_original(
+        data, redraw("loc", keep_individual=True, keep_place=False)[0], "loc"
+    )
+    assert same_place > 0.99 and new_place < same_place - 0.2
+    # image: only a fresh noise vs a fresh individual of the same species too.
+    kept = _cosine_to_original(data, redraw("image", keep_individual=True)[0], "image")
+    fresh = _cosine_to_original(data, redraw("image", keep_individual=False)[0], "image")
+    assert fresh < kept - 0.05
+    # The draws differ from each other and are seeded.
+    twice = redraw("env", keep_individual=True)
+    assert not np.allclose(twice[0], twice[1])
+    np.testing.assert_array_equal(twice, redraw("env", keep_individual=True))
+    with pytest.raises(InvalidArgumentError, match="Unknown modality 'smell'"):
+        redraw("smell", keep_individual=True)

@@ -202,6 +202,99 @@ def _latin_names(rng: np.random.Generator, count: int, *, capital: bool) -> list
     return names
 
 
+@dataclass
+class _Latent:
+    """What one draw of observations is made of: species, places and individuals."""
+
+    species: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    u: np.ndarray
+    climate: np.ndarray
+    individual: np.ndarray
+
+
+def _draw_latent(world: _World, n: int, rng: np.random.Generator) -> _Latent:
+    species = rng.choice(world.config.n_species, size=n, p=world.abundance)
+    return _with_places(world, species, rng)
+
+
+def _with_places(world: _World, species: np.ndarray, rng: np.random.Generator) -> _Latent:
+    """Places drawn in each species' range, their climate, and individuals of the species."""
+    n = len(species)
+    radius_deg = world.radius_km[species] / 111.0
+    lat = np.clip(world.centre_lat[species] + rng.normal(0, 1, n) * radius_deg, -89.0, 89.0)
+    lon_scale = np.maximum(np.cos(np.radians(lat)), 0.05)
+    lon = world.centre_lon[species] + rng.normal(0, 1, n) * radius_deg / lon_scale
+    lon = (lon + 180.0) % 360.0 - 180.0
+    u = _unit_vector(lat, lon)
+    climate = world.climate(u, lat)
+    individual = _individuals(world, species, rng)
+    return _Latent(species, lat, lon, u, climate, individual)
+
+
+def _individuals(world: _World, species: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Individuals differ from their species' mean: photos and sounds see the individual."""
+    traits = world.traits[species]
+    variation = world.config.individual_variation
+    return traits + variation * rng.standard_normal(traits.shape).astype(np.float32)
+
+
+def _observe(
+    world: _World, latent: _Latent, name: str, individual: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One modality's embeddings [N, dim] of the latent draw: its map of what it sees, plus noise."""
+    c = world.config
+    inputs = {
+        "image": lambda: np.concatenate([individual, 0.5 * latent.climate], axis=1),
+        "sat": lambda: np.concatenate([latent.climate, world.cover(latent.u)], axis=1),
+        "loc": lambda: _fourier(latent.u, world.loc_freq),
+        "env": lambda: latent.climate,
+        "text": lambda: world.traits[latent.species],
+        "audio": lambda: np.concatenate([individual, 2.0 * latent.u], axis=1),
+    }
+    clean = world.maps[name](inputs[name]())
+    noise = {**DEFAULT_NOISE, **(c.noise or {})}[name]
+    if noise > 0:
+        eps = rng.standard_normal((len(clean), c.dim), dtype=np.float32)
+        clean = normalise(clean + noise * eps / np.sqrt(c.dim))
+    return clean
+
+
+def redraw_modality(
+    n_observations: int,
+    modality: str,
+    *,
+    draws: int,
+    keep_individual: bool,
+    keep_place: bool = True,
+    config: SyntheticConfig | None = None,
+    seed: int = 0,
+    draw_seed: int = 0,
+) -> np.ndarray:
+    """``draws`` fresh versions [draws, N, dim] of one modality of ``make_synthetic(n_observations,
+    config=config, seed=seed)``: the same species, a fresh noise, (unless ``keep_individual``) a
+    fresh individual of the same species and (unless ``keep_place``) a fresh place in its range. What varies between the draws is what the other modalities do not
+    reveal (the known-truth bound of ``benchmarks/uncertainty_quality.py``)."""
+    c = config or SyntheticConfig()
+    if modality not in MODALITIES:
+        raise InvalidArgumentError(
+            f"Unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}."
+        )
+    check_range(draws, "draws", minimum=1, integer=True)
+    world = _World(c, seed)
+    latent = _draw_latent(world, n_observations, np.random.default_rng([seed, 1]))
+    rng = np.random.default_rng([seed, 2, draw_seed])
+    out = np.empty((draws, n_observations, c.dim), dtype=np.float32)
+    for d in range(draws):
+        drawn = latent if keep_place else _with_places(world, latent.species, rng)
+        individual = (
+            latent.individual if keep_individual else _individuals(world, latent.species, rng)
+        )
+        out[d] = _observe(world, drawn, modality, individual, rng)
+    return out
+
+
 def make_synthetic(
     n_observations: int = 10_000, *, config: SyntheticConfig | None = None, seed: int = 0
 ) -> SyntheticData:
@@ -217,35 +310,11 @@ def make_synthetic(
     world = _World(c, seed)
     rng = np.random.default_rng([seed, 1])
     n = n_observations
-    species = rng.choice(c.n_species, size=n, p=world.abundance)
-    radius_deg = world.radius_km[species] / 111.0
-    lat = np.clip(world.centre_lat[species] + rng.normal(0, 1, n) * radius_deg, -89.0, 89.0)
-    lon_scale = np.maximum(np.cos(np.radians(lat)), 0.05)
-    lon = world.centre_lon[species] + rng.normal(0, 1, n) * radius_deg / lon_scale
-    lon = (lon + 180.0) % 360.0 - 180.0
-    u = _unit_vector(lat, lon)
-    climate = world.climate(u, lat)
-    traits = world.traits[species]
-    # Individuals differ from their species' mean: photos and sounds see the individual.
-    individual = traits + c.individual_variation * rng.standard_normal(traits.shape).astype(
-        np.float32
-    )
-    inputs = {
-        "image": np.concatenate([individual, 0.5 * climate], axis=1),
-        "sat": np.concatenate([climate, world.cover(u)], axis=1),
-        "loc": _fourier(u, world.loc_freq),
-        "env": climate,
-        "text": traits,
-        "audio": np.concatenate([individual, 2.0 * u], axis=1),
-    }
-    noise = {**DEFAULT_NOISE, **(c.noise or {})}
+    latent = _draw_latent(world, n, rng)
+    species, lat, lon, climate = latent.species, latent.lat, latent.lon, latent.climate
     embeddings = np.empty((n, len(MODALITIES), c.dim), dtype=np.float32)
     for i, name in enumerate(MODALITIES):
-        clean = world.maps[name](inputs[name])
-        if noise[name] > 0:
-            eps = rng.standard_normal((n, c.dim), dtype=np.float32)
-            clean = normalise(clean + noise[name] * eps / np.sqrt(c.dim))
-        embeddings[:, i] = clean
+        embeddings[:, i] = _observe(world, latent, name, latent.individual, rng)
     present = rng.random((n, len(MODALITIES))) >= c.missing_rate
     empty = ~present.any(axis=1)
     present[np.flatnonzero(empty), rng.integers(0, len(MODALITIES), int(empty.sum()))] = True
