@@ -31,7 +31,12 @@ import torch
 
 from ecomodal.data.splits import make_split
 from ecomodal.eval.common import model_inputs
-from ecomodal.eval.completion import REPORTED, evaluate_completion
+from ecomodal.eval.completion import (
+    REPORTED,
+    closer_counts,
+    evaluate_completion,
+    nearest_neighbour,
+)
 from ecomodal.io.calibration import has_calibration
 from ecomodal.io.reader import as_batch
 from ecomodal.models.factory import load_model
@@ -97,7 +102,48 @@ def scored(
         }
         out["wins"]["all"] = all(out["wins"].values())
         pairs[pair] = out
+    for pair, interval in paired_differences(
+        model, emb, present, ref, ref_present, n_samples, seed
+    ):
+        pairs[pair]["default_minus_lookup"] = interval
     return pairs
+
+
+def paired_differences(
+    model: Any, emb, present, ref, ref_present, n_samples: int, seed: int, resamples: int = 2000
+):
+    """Per pair: the default's cosine and R@10 minus the lookup's, with a 95% paired bootstrap
+    interval over the test rows (each row's hit is scored among all the rows' truths, once; the
+    bootstrap resamples rows). An interval that straddles 0 means the test rows cannot tell the
+    two apart."""
+    names = list(model.modalities)
+    rng = np.random.default_rng([seed, 31])
+    for visible in MODALITIES:
+        v = names.index(visible)
+        for target in MODALITIES:
+            t = names.index(target)
+            rows = present[:, v] & present[:, t]
+            if target == visible or rows.sum() < 2:
+                continue
+            done = model.complete(
+                emb[rows], visible=[visible], n_samples=n_samples, seed=seed, present=present[rows]
+            )
+            lookup = nearest_neighbour(emb[rows], [v], t, ref, ref_present)
+            truth = emb[rows, t]
+            default_cosine, default_closer = closer_counts(done.embeddings[:, t], truth)
+            lookup_cosine, lookup_closer = closer_counts(lookup, truth)
+            diffs = {}
+            for metric, per_row in {
+                "cosine": default_cosine - lookup_cosine,
+                "r10": (default_closer < 10).astype(np.float64) - (lookup_closer < 10),
+            }.items():
+                draws = rng.integers(0, len(per_row), (resamples, len(per_row)))
+                means = per_row.astype(np.float64)[draws].mean(1)
+                diffs[metric] = {
+                    "difference": round(float(per_row.mean()), 4),
+                    "ci95": [round(float(q), 4) for q in np.quantile(means, [0.025, 0.975])],
+                }
+            yield f"{visible}->{target}", diffs
 
 
 def summary(name: str, pairs: dict[str, dict[str, Any]]) -> str:

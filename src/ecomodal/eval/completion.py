@@ -35,16 +35,26 @@ def completion_scores(
     R@k counts row i as found when fewer than k other truths are strictly closer to prediction i
     than truth i (ties, such as identical text embeddings of one species, count as found).
     """
+    own, closer = closer_counts(predicted, truth, block=block)
+    return {
+        "cosine": float(own.mean()),
+        **{f"r{k}": float(np.mean(closer < k)) for k in ks},
+    }
+
+
+def closer_counts(
+    predicted: np.ndarray, truth: np.ndarray, *, block: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the cosine of prediction i with truth i, and how many other truths are strictly
+    closer to prediction i (row i is in the top k when that count is below k)."""
     predicted = normalise(np.asarray(predicted, dtype=np.float32))
     truth = normalise(np.asarray(truth, dtype=np.float32))
     own = np.einsum("nd,nd->n", predicted, truth)
-    hits = dict.fromkeys(ks, 0)
+    closer = np.empty(len(predicted), dtype=np.int64)
     for start in range(0, len(predicted), block):
         sims = predicted[start : start + block] @ truth.T
-        closer = np.sum(sims > own[start : start + block, None] + 1e-6, axis=1)
-        for k in ks:
-            hits[k] += int(np.sum(closer < k))
-    return {"cosine": float(own.mean()), **{f"r{k}": n / len(predicted) for k, n in hits.items()}}
+        closer[start : start + block] = np.sum(sims > own[start : start + block, None] + 1e-6, 1)
+    return own, closer
 
 
 def mean_of_visible(embeddings: np.ndarray, visible: Sequence[int]) -> np.ndarray:
