@@ -81,6 +81,24 @@ def test_calibration_files_round_trip(setup, tmp_path):
     np.testing.assert_array_equal(a.expected_error, b.expected_error)
 
 
+def test_neighbour_search_in_chunks_equals_one_pass(setup, monkeypatch):
+    from ecomodal.models import calibration as calibration_module
+
+    bank = load_model(setup["calibrated"]).calibration.bank
+    # The bank read back holds the saved rows (float16 on disk), unit length or zero.
+    norms = torch.stack([c.norm(dim=-1) for c in bank.columns], 1)
+    assert torch.allclose(norms[bank.present], torch.ones(1), atol=1e-3)
+    assert bool((norms[~bank.present] == 0).all())
+    queries = torch.as_tensor(setup["stacked"][setup["split"] == "test"][:300])
+    whole = bank.search(queries, [0, 2], 20)
+    monkeypatch.setattr(calibration_module, "SEARCH_CELLS", 7 * len(bank))  # 43 chunks of 7
+    chunked = bank.search(queries, [0, 2], 20)
+    assert torch.allclose(whole[0], chunked[0], atol=1e-6)
+    assert torch.equal(whole[1], chunked[1])
+    expected = (queries[:, 0] @ bank.columns[0].T + queries[:, 2] @ bank.columns[2].T) / 2
+    assert torch.equal(whole[1][:, 0], expected.argmax(1))
+
+
 def test_completion_mixes_neighbours_and_beats_prom3e_alone(setup):
     model = load_model(setup["calibrated"])
     test = setup["split"] == "test"

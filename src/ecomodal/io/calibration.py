@@ -99,6 +99,20 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _read_bank(path: Path, modalities: tuple[str, ...]) -> NeighbourBank:
+    """The bank, read one modality at a time (no float32 copy of every row and modality at
+    once beside the bank's own columns)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        shape = file.get_slice("embeddings").get_shape()
+        if tuple(shape[1:2]) != (len(modalities),):
+            raise ValueError(f"expected {len(modalities)} modalities per row")
+        present = file.get_tensor("present").bool()
+        columns = [file.get_slice("embeddings")[:, m] for m in range(len(modalities))]
+    return NeighbourBank.from_columns(columns, present, modalities)
+
+
 def read_calibration(folder: str | Path, modalities: tuple[str, ...]) -> Calibration | None:
     """The calibration in a model folder (``None`` when it has none); errors name the file."""
     from safetensors.torch import load_file
@@ -120,11 +134,7 @@ def read_calibration(folder: str | Path, modalities: tuple[str, ...]) -> Calibra
         )
     bank_path = folder / NEIGHBOURS_NAME
     try:
-        tensors = load_file(str(bank_path))
-        if tuple(tensors["embeddings"].shape[1:2]) != (len(stored),):
-            raise ValueError(f"expected {len(stored)} modalities per row")
-        bank = NeighbourBank(tensors["embeddings"], tensors["present"].bool(), stored)
-        del tensors
+        bank = _read_bank(bank_path, stored)
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{bank_path}: not a valid neighbour bank ({err}).") from err
     if len(bank.columns) != len(stored):

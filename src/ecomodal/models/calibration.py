@@ -46,6 +46,8 @@ FEATURES = (
 #: Neighbours searched per row at least (their similarities are features of the error model).
 SEARCH_K = 50
 DEFAULT_K = 10
+#: Most query-by-bank similarities a neighbour search holds at once (64 MB of float32).
+SEARCH_CELLS = 1 << 24
 DEFAULT_TEMPERATURE = 0.05
 #: Weights of (ProM3E, neighbours, reference mean) where no tuned entry exists.
 DEFAULT_WEIGHTS = (0.5, 0.5, 0.0)
@@ -63,11 +65,23 @@ class NeighbourBank:
     (``columns``), the operand of the similarity GEMMs."""
 
     def __init__(self, embeddings: torch.Tensor, present: torch.Tensor, modalities: Sequence[str]):
+        self._set([embeddings[:, m] for m in range(embeddings.shape[1])], present, modalities)
+
+    @classmethod
+    def from_columns(
+        cls, columns: Sequence[torch.Tensor], present: torch.Tensor, modalities: Sequence[str]
+    ) -> NeighbourBank:
+        """A bank from one [N, D] block per modality (any float dtype), made one at a time."""
+        bank = cls.__new__(cls)
+        bank._set(columns, present, modalities)
+        return bank
+
+    def _set(self, columns, present, modalities) -> None:
         self.modalities = tuple(modalities)
         self.present = present.to(torch.bool)
         self.columns = [
-            F.normalize(embeddings[:, m].float(), dim=-1) * self.present[:, m, None]
-            for m in range(len(self.modalities))
+            F.normalize(column.float(), dim=-1) * self.present[:, m, None]
+            for m, column in enumerate(columns)
         ]
         #: Which modalities any row has, and whether every row has every modality.
         self.has = [bool(v) for v in self.present.any(0)]
@@ -89,15 +103,30 @@ class NeighbourBank:
         self, queries: torch.Tensor, visible: Sequence[int], k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` rows nearest to ``queries`` [B, M, D] by mean cosine over the ``visible``
-        modality indices (rows lacking one of them never match): similarities and indices [B, k]."""
+        modality indices (rows lacking one of them never match): similarities and indices [B, k].
+        Queries go in chunks of at most ``SEARCH_CELLS`` similarities, so memory does not grow
+        with the batch."""
         usable = [m for m in visible if self.has[m]]
         if not usable:
             raise InvalidArgumentError("The neighbour bank has none of the visible modalities.")
-        sims = sum(queries[:, m].float() @ self.columns[m].T for m in usable) / len(usable)
-        if not self.full:
-            lacking = ~self.present[:, usable].all(1)
-            sims = sims.masked_fill(lacking.unsqueeze(0), float("-inf"))
+        lacking = None if self.full else ~self.present[:, usable].all(1)
         k = min(int(k), len(self))
+        chunk = max(1, SEARCH_CELLS // max(len(self), 1))
+        found = [
+            self._search_chunk(queries[start : start + chunk], usable, lacking, k)
+            for start in range(0, queries.shape[0], chunk)
+        ]
+        if len(found) == 1:
+            return found[0]
+        return torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
+
+    def _search_chunk(self, queries, usable, lacking, k):
+        sims = queries[:, usable[0]].float() @ self.columns[usable[0]].T
+        for m in usable[1:]:
+            sims.addmm_(queries[:, m].float(), self.columns[m].T)
+        sims /= len(usable)
+        if lacking is not None:
+            sims.masked_fill_(lacking.unsqueeze(0), float("-inf"))
         return torch.topk(sims, k, dim=1)
 
     def neighbour_average(
