@@ -151,6 +151,33 @@ def test_complete_outputs_and_determinism(published):
     np.testing.assert_allclose(chunked.embeddings, a.embeddings, atol=1e-6)
 
 
+def test_encoder_runs_in_chunks_within_a_batch(published, monkeypatch):
+    from ecomodal.models import prom3e as prom3e_module
+
+    model, _ = _pair(published)
+    x = _inputs(batch=23).numpy()
+    visible = np.zeros((23, 6), dtype=bool)
+    visible[:, 0] = True
+    visible[::3, 2] = True  # rows of one batch see different modalities
+    x = np.where(visible[..., None], x, 0.0).astype(np.float32)
+    whole = model.complete(x, n_samples=5, seed=4)
+    calls = []
+    original = ProM3E.encode
+    monkeypatch.setattr(prom3e_module, "ENCODE_ROWS", 5)
+    monkeypatch.setattr(
+        ProM3E,
+        "encode",
+        lambda self, e, v, **kw: calls.append(len(e)) or original(self, e, v, **kw),
+    )
+    chunked = model.complete(x, n_samples=5, seed=4)
+    assert calls == [5, 5, 5, 5, 3]  # one batch of 23 rows, encoded 5 at a time
+    np.testing.assert_allclose(chunked.embeddings, whole.embeddings, atol=1e-6)
+    np.testing.assert_allclose(chunked.logvar, whole.logvar, atol=1e-6)
+    calls.clear()
+    model.complete(x, n_samples=0, return_hidden=True)
+    assert calls == [23]  # the hidden tokens' layout needs the batch in one pass
+
+
 def test_bf16_completion_stays_close_to_float32(published):
     model, _ = _pair(published)
     x = _inputs(batch=64).numpy()

@@ -99,17 +99,24 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _read_bank(path: Path, modalities: tuple[str, ...]) -> NeighbourBank:
-    """The bank, read one modality at a time (no float32 copy of every row and modality at
-    once beside the bank's own columns)."""
+def _read_bank(path: Path, modalities: tuple[str, ...], chunk_rows: int = 8192) -> NeighbourBank:
+    """The bank, read in blocks of rows straight into its float32 columns. The file is opened
+    once per block: a memory map holds every page it has touched until it is closed, which
+    would put the whole file beside the columns."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as file:
         shape = file.get_slice("embeddings").get_shape()
-        if tuple(shape[1:2]) != (len(modalities),):
-            raise ValueError(f"expected {len(modalities)} modalities per row")
         present = file.get_tensor("present").bool()
-        columns = [file.get_slice("embeddings")[:, m] for m in range(len(modalities))]
+    if len(shape) != 3 or shape[1] != len(modalities):
+        raise ValueError(f"expected [rows, {len(modalities)}, dim] embeddings; got {shape}")
+    n_rows, _, dim = shape
+    columns = [torch.empty(n_rows, dim) for _ in modalities]
+    for start in range(0, n_rows, chunk_rows):
+        with safe_open(str(path), framework="pt") as file:
+            block = file.get_slice("embeddings")[start : start + chunk_rows]
+        for m, column in enumerate(columns):
+            column[start : start + len(block)] = block[:, m]
     return NeighbourBank.from_columns(columns, present, modalities)
 
 

@@ -73,16 +73,23 @@ class NeighbourBank:
     ) -> NeighbourBank:
         """A bank from one [N, D] block per modality (any float dtype), made one at a time."""
         bank = cls.__new__(cls)
-        bank._set(columns, present, modalities)
+        bank._set(columns, present, modalities, in_place=True)
         return bank
 
-    def _set(self, columns, present, modalities) -> None:
+    def _set(self, columns, present, modalities, *, in_place: bool = False) -> None:
+        """Unit columns, zero where absent; ``in_place``: float32 columns are normalised where
+        they are (no copy)."""
         self.modalities = tuple(modalities)
         self.present = present.to(torch.bool)
-        self.columns = [
-            F.normalize(column.float(), dim=-1) * self.present[:, m, None]
-            for m, column in enumerate(columns)
-        ]
+        self.columns = []
+        for m, column in enumerate(columns):
+            if column.dtype != torch.float32:
+                column = column.float()  # a new tensor
+            elif not in_place:
+                column = column.clone()
+            norm = column.norm(dim=-1, keepdim=True).clamp_(min=1e-12)
+            column.div_(norm).mul_(self.present[:, m, None])
+            self.columns.append(column)
         #: Which modalities any row has, and whether every row has every modality.
         self.has = [bool(v) for v in self.present.any(0)]
         self.full = bool(self.present.all())
