@@ -163,7 +163,7 @@ def test_encoder_runs_in_chunks_within_a_batch(published, monkeypatch):
     whole = model.complete(x, n_samples=5, seed=4)
     calls = []
     original = ProM3E.encode
-    monkeypatch.setattr(prom3e_module, "ENCODE_ROWS", 5)
+    monkeypatch.setattr(prom3e_module, "FORWARD_ROWS", 5)
     monkeypatch.setattr(
         ProM3E,
         "encode",

@@ -274,8 +274,9 @@ def redraw_modality(
 ) -> np.ndarray:
     """``draws`` fresh versions [draws, N, dim] of one modality of ``make_synthetic(n_observations,
     config=config, seed=seed)``: the same species, a fresh noise, (unless ``keep_individual``) a
-    fresh individual of the same species and (unless ``keep_place``) a fresh place in its range. What varies between the draws is what the other modalities do not
-    reveal (the known-truth bound of ``benchmarks/uncertainty_quality.py``)."""
+    fresh individual of the same species and (unless ``keep_place``) a fresh place in its range.
+    What varies between the draws is what the other modalities do not reveal (the known-truth
+    bound of ``benchmarks/uncertainty_quality.py``)."""
     c = config or SyntheticConfig()
     if modality not in MODALITIES:
         raise InvalidArgumentError(

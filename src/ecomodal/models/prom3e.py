@@ -54,7 +54,7 @@ from ecomodal.precision import check_precision, precision_context
 
 #: Rows the encoder and the decoders run at once inside ``complete`` (rows do not interact; the
 #: decoders' hidden layer of a 4,096-row batch alone is 400 MB in the published configuration).
-ENCODE_ROWS = 1024
+FORWARD_ROWS = 1024
 
 
 class ProM3E(nn.Module):
@@ -251,14 +251,14 @@ class ProM3E(nn.Module):
     def _encode_in_chunks(
         self, embeddings: torch.Tensor, visible: torch.Tensor, *, return_hidden: bool
     ) -> EncoderOutput:
-        """:meth:`encode` over at most ``ENCODE_ROWS`` rows at a time (rows do not interact). With
+        """:meth:`encode` over at most ``FORWARD_ROWS`` rows at a time (rows do not interact). With
         the hidden tokens wanted, one pass (their layout depends on which modalities the batch
         sees)."""
-        if return_hidden or embeddings.shape[0] <= ENCODE_ROWS:
+        if return_hidden or embeddings.shape[0] <= FORWARD_ROWS:
             return self.encode(embeddings, visible, return_hidden=return_hidden)
         parts = [
-            self.encode(embeddings[i : i + ENCODE_ROWS], visible[i : i + ENCODE_ROWS])
-            for i in range(0, embeddings.shape[0], ENCODE_ROWS)
+            self.encode(embeddings[i : i + FORWARD_ROWS], visible[i : i + FORWARD_ROWS])
+            for i in range(0, embeddings.shape[0], FORWARD_ROWS)
         ]
         return EncoderOutput(
             mu=torch.cat([p.mu for p in parts]), logvar=torch.cat([p.logvar for p in parts])
@@ -408,7 +408,10 @@ class ProM3E(nn.Module):
                     out = self._encode_in_chunks(x, v, return_hidden=return_hidden)
                     z = self.sample_latent(out.mu, out.logvar, n_samples, generator)
                     decoded = torch.cat(
-                        [self.decode(z[i : i + ENCODE_ROWS]) for i in range(0, len(z), ENCODE_ROWS)]
+                        [
+                            self.decode(z[i : i + FORWARD_ROWS])
+                            for i in range(0, len(z), FORWARD_ROWS)
+                        ]
                     )
                     if decoded.dtype != torch.float32:  # renormalise what bf16 rounded
                         decoded = F.normalize(decoded.float(), dim=-1)
